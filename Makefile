@@ -1,0 +1,52 @@
+# BotStream — the two commands of operator.md, plus benchmarks.
+#   make run    install nats-server if missing, start it (JetStream) unless one answers on
+#               127.0.0.1:4222, build and start the switch with the defaults. Ctrl-C stops both.
+#   make test   install nats-server and SIPp (sip-tester) if missing, build, run every test.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: run test build deps-run deps-test bench bench-cpa fmt lint
+
+# Debian package names; apt-get update runs once, only when something is missing.
+define ensure
+	@missing=""; \
+	for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+endef
+
+deps-run:
+	$(call ensure,nats-server:nats-server)
+
+deps-test:
+	$(call ensure,nats-server:nats-server sipp:sip-tester)
+
+build:
+	$(CARGO) build --release -p botstream
+
+run: deps-run build
+	./scripts/run.sh
+
+test: deps-test
+	$(CARGO) build -p botstream
+	$(CARGO) test --workspace --no-fail-fast
+
+bench: deps-test
+	$(CARGO) build --release -p botstream
+	@mkdir -p bench/results
+	@echo "make bench: the media benchmark arrives with the media path (issue 3)"
+
+bench-cpa:
+	@mkdir -p bench/results
+	$(CARGO) run --release -p cpa --example score -- bench/results/cpa.md
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) clippy --workspace --all-targets

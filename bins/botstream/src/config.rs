@@ -1,0 +1,418 @@
+//! Configuration in operator.md's layers: built-in defaults < TOML file < environment < flags.
+//! clap reads flags and environment; the TOML file fills what neither gave.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "botstream",
+    version,
+    about = "BotStream: a SIP/RTP softswitch for voice-AI applications"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// TOML configuration file.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// NATS server(s), comma separated [default: nats://127.0.0.1:4222]
+    #[arg(long, env = "BOTSTREAM_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Request subject (queue group `botstream`) [default: botstream.api]
+    #[arg(long, env = "BOTSTREAM_API_SUBJECT")]
+    pub api_subject: Option<String>,
+    /// `dialer_pod_id` in replies [default: host name]
+    #[arg(long, env = "BOTSTREAM_POD_ID")]
+    pub pod_id: Option<String>,
+    /// SIP over UDP and TCP [default: 0.0.0.0:5060]
+    #[arg(long, env = "BOTSTREAM_SIP_LISTEN")]
+    pub sip_listen: Option<String>,
+    /// SIP over TLS (needs sip.tls_cert/tls_key) [default: off]
+    #[arg(long, env = "BOTSTREAM_SIP_TLS_LISTEN")]
+    pub sip_tls_listen: Option<String>,
+    /// Comma-separated CIDRs allowed to place inbound calls [default: 127.0.0.0/8]
+    #[arg(long, env = "BOTSTREAM_SIP_INBOUND_ACL")]
+    pub sip_inbound_acl: Option<String>,
+    /// Address written in Via, Contact and SDP [default: the listen IP, or 127.0.0.1]
+    #[arg(long, env = "BOTSTREAM_SIP_PUBLIC_ADDR")]
+    pub sip_public_addr: Option<String>,
+    /// RTP port range [default: 16384-32767]
+    #[arg(long, env = "BOTSTREAM_RTP_PORTS")]
+    pub rtp_ports: Option<String>,
+    /// Seconds without RTP before MEDIA_TIMEOUT [default: 60]
+    #[arg(long, env = "BOTSTREAM_MEDIA_TIMEOUT")]
+    pub media_timeout: Option<u64>,
+    /// /healthz, /readyz, /metrics [default: 127.0.0.1:9090]
+    #[arg(long, env = "BOTSTREAM_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// Recordings and CPA audio logs [default: ./data]
+    #[arg(long, env = "BOTSTREAM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Event subject of inbound calls with no matching route [default: botstream.inbound]
+    #[arg(long, env = "BOTSTREAM_INBOUND_SUBJECT")]
+    pub inbound_subject: Option<String>,
+    /// Tenant of inbound calls with no matching route [default: default]
+    #[arg(long, env = "BOTSTREAM_INBOUND_TENANT")]
+    pub inbound_tenant: Option<String>,
+    /// JetStream KV bucket prefix [default: botstream]
+    #[arg(long, env = "BOTSTREAM_STORE_PREFIX")]
+    pub store_prefix: Option<String>,
+    /// Verify the app's WebSocket certificate [default: false]
+    #[arg(long, env = "BOTSTREAM_WS_TLS_VERIFY")]
+    pub ws_tls_verify: Option<bool>,
+    /// Extra CA for the app's certificate
+    #[arg(long, env = "BOTSTREAM_WS_CA_FILE")]
+    pub ws_ca_file: Option<PathBuf>,
+    /// Seconds to wait for calls to end on SIGTERM [default: 30]
+    #[arg(long, env = "BOTSTREAM_DRAIN_SECS")]
+    pub drain_secs: Option<u64>,
+    /// Log format: text or json
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run call progress analysis on a recording (8 kHz mono 16-bit WAV, from the answer).
+    Analyze {
+        /// request_set_cpa_params fields as a JSON object
+        #[arg(long)]
+        cpa: String,
+        file: PathBuf,
+    },
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct FileConfig {
+    nats: NatsSection,
+    api: ApiSection,
+    pod: PodSection,
+    sip: SipSection,
+    rtp: RtpSection,
+    http: HttpSection,
+    data: DataSection,
+    inbound: InboundSection,
+    store: StoreSection,
+    ws: WsSection,
+    shutdown: ShutdownSection,
+    dialplan: BTreeMap<String, String>,
+    tenants: Option<Tenants>,
+    tenants_enforce: Option<bool>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct NatsSection {
+    url: Option<String>,
+}
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct ApiSection {
+    subject: Option<String>,
+}
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct PodSection {
+    id: Option<String>,
+}
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct SipSection {
+    listen: Option<String>,
+    tls_listen: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    inbound_acl: Option<String>,
+    public_addr: Option<String>,
+}
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct RtpSection {
+    ports: Option<String>,
+    media_timeout_secs: Option<u64>,
+}
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct HttpSection {
+    listen: Option<String>,
+}
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct DataSection {
+    dir: Option<PathBuf>,
+}
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct InboundSection {
+    subject: Option<String>,
+    tenant: Option<String>,
+    routes: Vec<RouteEntry>,
+}
+#[derive(Deserialize, Debug)]
+struct RouteEntry {
+    to_prefix: String,
+    tenant_id: String,
+    event_subject: String,
+    #[serde(default)]
+    call_params: Option<toml::Table>,
+}
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct StoreSection {
+    bucket_prefix: Option<String>,
+}
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct WsSection {
+    tls_verify: Option<bool>,
+    ca_file: Option<PathBuf>,
+}
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+struct ShutdownSection {
+    drain_secs: Option<u64>,
+}
+
+/// `[[tenants]]` entries; operator.md also speaks of `tenants.enforce`, which TOML can only hold
+/// beside a list as a table, so both spellings are read.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Tenants {
+    List(Vec<TenantEntry>),
+    Table {
+        #[serde(default)]
+        enforce: bool,
+        #[serde(default)]
+        list: Vec<TenantEntry>,
+    },
+}
+
+#[derive(Deserialize, Debug)]
+struct TenantEntry {
+    id: String,
+    max_concurrent_calls: u32,
+    #[serde(default)]
+    enforce: Option<bool>,
+}
+
+/// Everything the switch runs with, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub nats_url: String,
+    pub api_subject: String,
+    pub pod_id: String,
+    pub sip_listen: SocketAddr,
+    pub public_ip: IpAddr,
+    pub inbound_acl: Vec<api::Cidr>,
+    pub rtp_ports: (u16, u16),
+    pub media_timeout_secs: u64,
+    pub http_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub inbound_subject: String,
+    pub inbound_tenant: String,
+    pub inbound_routes: Vec<api::InboundRoute>,
+    pub store_prefix: String,
+    pub drain_secs: u64,
+    pub dialplan: BTreeMap<String, String>,
+    pub tenants: HashMap<String, u32>,
+    pub tenants_enforce: bool,
+    #[allow(dead_code)] // read by the media path (WebSocket streaming)
+    pub ws_tls_verify: bool,
+    #[allow(dead_code)]
+    pub ws_ca_file: Option<PathBuf>,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "botstream".into())
+}
+
+fn parse_ports(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("rtp.ports '{s}' must be LOW-HIGH"))?;
+    let lo: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("rtp.ports: bad number '{a}'"))?;
+    let hi: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("rtp.ports: bad number '{b}'"))?;
+    if lo < 1024 || hi <= lo + 2 {
+        return Err(format!(
+            "rtp.ports '{s}' must be a range above 1023 with room for a pair"
+        ));
+    }
+    Ok((lo, hi))
+}
+
+fn toml_to_json(t: toml::Table) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(t) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+impl Settings {
+    pub fn resolve(cli: &Cli) -> Result<Settings, String> {
+        let file: FileConfig = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        if cli.sip_tls_listen.is_some() || file.sip.tls_listen.is_some() {
+            let _ = (&file.sip.tls_cert, &file.sip.tls_key);
+            return Err("sip.tls_listen: SIP over TLS is not available in this build yet".into());
+        }
+        let pick = |flag: &Option<String>, file: &Option<String>, default: &str| {
+            flag.clone()
+                .or_else(|| file.clone())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let sip_listen_s = pick(&cli.sip_listen, &file.sip.listen, "0.0.0.0:5060");
+        let sip_listen: SocketAddr = sip_listen_s
+            .parse()
+            .map_err(|_| format!("sip.listen '{sip_listen_s}' is not IP:PORT"))?;
+        let public_ip = match cli.sip_public_addr.clone().or(file.sip.public_addr.clone()) {
+            Some(a) => a
+                .parse()
+                .map_err(|_| format!("sip.public_addr '{a}' is not an IP address"))?,
+            None if sip_listen.ip().is_unspecified() => "127.0.0.1".parse().expect("literal"),
+            None => sip_listen.ip(),
+        };
+        let acl_s = pick(&cli.sip_inbound_acl, &file.sip.inbound_acl, "127.0.0.0/8");
+        let inbound_acl = acl_s
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(api::Cidr::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        let rtp_ports = parse_ports(&pick(&cli.rtp_ports, &file.rtp.ports, "16384-32767"))?;
+        let http_s = pick(&cli.http_listen, &file.http.listen, "127.0.0.1:9090");
+        let http_listen = http_s
+            .parse()
+            .map_err(|_| format!("http.listen '{http_s}' is not IP:PORT"))?;
+        let (tenant_list, mut enforce) = match file.tenants {
+            None => (vec![], false),
+            Some(Tenants::List(l)) => (l, false),
+            Some(Tenants::Table { enforce, list }) => (list, enforce),
+        };
+        enforce |= file.tenants_enforce.unwrap_or(false)
+            || tenant_list.iter().any(|t| t.enforce == Some(true));
+        Ok(Settings {
+            nats_url: pick(&cli.nats_url, &file.nats.url, "nats://127.0.0.1:4222"),
+            api_subject: pick(&cli.api_subject, &file.api.subject, "botstream.api"),
+            pod_id: cli.pod_id.clone().or(file.pod.id).unwrap_or_else(host_name),
+            sip_listen,
+            public_ip,
+            inbound_acl,
+            rtp_ports,
+            media_timeout_secs: cli
+                .media_timeout
+                .or(file.rtp.media_timeout_secs)
+                .unwrap_or(60),
+            http_listen,
+            data_dir: cli
+                .data_dir
+                .clone()
+                .or(file.data.dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            inbound_subject: pick(
+                &cli.inbound_subject,
+                &file.inbound.subject,
+                "botstream.inbound",
+            ),
+            inbound_tenant: pick(&cli.inbound_tenant, &file.inbound.tenant, "default"),
+            inbound_routes: file
+                .inbound
+                .routes
+                .into_iter()
+                .map(|r| api::InboundRoute {
+                    to_prefix: r.to_prefix,
+                    tenant_id: r.tenant_id,
+                    event_subject: r.event_subject,
+                    call_params: r.call_params.map(toml_to_json),
+                })
+                .collect(),
+            store_prefix: pick(&cli.store_prefix, &file.store.bucket_prefix, "botstream"),
+            drain_secs: cli.drain_secs.or(file.shutdown.drain_secs).unwrap_or(30),
+            dialplan: file.dialplan,
+            tenants: tenant_list
+                .into_iter()
+                .map(|t| (t.id, t.max_concurrent_calls))
+                .collect(),
+            tenants_enforce: enforce,
+            ws_tls_verify: cli.ws_tls_verify.or(file.ws.tls_verify).unwrap_or(false),
+            ws_ca_file: cli.ws_ca_file.clone().or(file.ws.ca_file),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("botstream").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn layers_rise_from_defaults_to_file_to_flags() {
+        let dir = std::env::temp_dir().join(format!("bs-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            r#"
+[api]
+subject = "from.file"
+[sip]
+listen = "127.0.0.1:5070"
+[[inbound.routes]]
+to_prefix = "1800"
+tenant_id = "t1"
+event_subject = "ev.t1"
+call_params = { campaign = "x" }
+[[tenants]]
+id = "t1"
+max_concurrent_calls = 2
+enforce = true
+"#,
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let s = Settings::resolve(&cli(&["--config", p])).unwrap();
+        assert_eq!(s.api_subject, "from.file");
+        assert_eq!(s.sip_listen.port(), 5070);
+        assert_eq!(s.public_ip.to_string(), "127.0.0.1");
+        assert_eq!(
+            s.inbound_routes[0].call_params.as_ref().unwrap()["campaign"],
+            "x"
+        );
+        assert!(s.tenants_enforce);
+        assert_eq!(s.drain_secs, 30);
+        let s = Settings::resolve(&cli(&["--config", p, "--api-subject", "from.flag"])).unwrap();
+        assert_eq!(s.api_subject, "from.flag");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_name() {
+        let e = Settings::resolve(&cli(&["--rtp-ports", "5-3"])).unwrap_err();
+        assert!(e.contains("rtp.ports"), "{e}");
+        let e = Settings::resolve(&cli(&["--sip-listen", "nope"])).unwrap_err();
+        assert!(e.contains("sip.listen"), "{e}");
+    }
+}

@@ -1,0 +1,142 @@
+//! `/healthz`, `/readyz` and `/metrics` (operator.md "Health and metrics"). Three fixed GETs do
+//! not need an HTTP framework; this answers them and closes the connection.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub async fn serve(
+    listener: TcpListener,
+    sw: Arc<api::Switch>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let sw = sw.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/healthz" => ("200 OK", "ok\n".to_string()),
+                "/readyz" => {
+                    if ready.load(Ordering::Relaxed) && !sw.is_draining() {
+                        ("200 OK", "ready\n".to_string())
+                    } else {
+                        ("503 Service Unavailable", "not ready\n".to_string())
+                    }
+                }
+                "/metrics" => ("200 OK", metrics(&sw)),
+                _ => ("404 Not Found", "not found\n".to_string()),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn metrics(sw: &api::Switch) -> String {
+    let m = &sw.metrics;
+    let mut s = String::new();
+    let _ = writeln!(s, "# TYPE botstream_calls_active gauge");
+    let _ = writeln!(
+        s,
+        "botstream_calls_active {}",
+        m.calls_active.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(s, "# TYPE botstream_calls_total counter");
+    for ((dir, cause), n) in m
+        .calls_total
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        let _ = writeln!(
+            s,
+            "botstream_calls_total{{direction=\"{}\",cause=\"{}\"}} {n}",
+            label(dir),
+            label(cause)
+        );
+    }
+    let _ = writeln!(s, "# TYPE botstream_api_requests_total counter");
+    for ((req, code), n) in m
+        .api_requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        let _ = writeln!(
+            s,
+            "botstream_api_requests_total{{request=\"{}\",status_code=\"{code}\"}} {n}",
+            label(req)
+        );
+    }
+    let _ = writeln!(s, "# TYPE botstream_rtp_packets_total counter");
+    let _ = writeln!(
+        s,
+        "botstream_rtp_packets_total{{dir=\"in\"}} {}",
+        m.rtp_in.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "botstream_rtp_packets_total{{dir=\"out\"}} {}",
+        m.rtp_out.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(s, "# TYPE botstream_streams_active gauge");
+    let _ = writeln!(
+        s,
+        "botstream_streams_active {}",
+        m.streams_active.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(s, "# TYPE botstream_gateway_up gauge");
+    for (name, up) in sw.registry.statuses() {
+        let _ = writeln!(
+            s,
+            "botstream_gateway_up{{gateway=\"{}\"}} {}",
+            label(&name),
+            up as u8
+        );
+    }
+    let st = &sw.stack.stats;
+    let _ = writeln!(s, "# TYPE botstream_sip_messages_total counter");
+    let _ = writeln!(
+        s,
+        "botstream_sip_messages_total{{dir=\"in\"}} {}",
+        st.received.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "botstream_sip_messages_total{{dir=\"out\"}} {}",
+        st.sent.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(s, "# TYPE botstream_sip_malformed_total counter");
+    let _ = writeln!(
+        s,
+        "botstream_sip_malformed_total {}",
+        st.malformed.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(s, "# TYPE botstream_rtp_ports_in_use gauge");
+    let _ = writeln!(s, "botstream_rtp_ports_in_use {}", sw.ports.in_use());
+    s
+}

@@ -1,0 +1,171 @@
+//! The BotStream switch binary (operator.md).
+
+mod config;
+mod http;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use config::{Cli, Command, Settings};
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Analyze { .. }) = &cli.command {
+        eprintln!("botstream analyze: call progress analysis is not available in this build yet");
+        return ExitCode::from(2);
+    }
+    init_logs(&cli.log_format);
+    let settings = match Settings::resolve(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("botstream: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("botstream: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("botstream: {e}");
+            tracing::error!(error = %e, "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run(s: Settings) -> Result<(), BoxError> {
+    let ready = Arc::new(AtomicBool::new(false));
+    // operator.md: exit with a clear message if NATS is unreachable at start-up.
+    let servers: Vec<async_nats::ServerAddr> = s
+        .nats_url
+        .split(',')
+        .map(|u| u.trim().parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("nats.url '{}': {e}", s.nats_url))?;
+    let client = tokio::time::timeout(
+        Duration::from_secs(5),
+        async_nats::ConnectOptions::new()
+            .name(format!("botstream {}", s.pod_id))
+            .connect(servers),
+    )
+    .await
+    .map_err(|_| format!("NATS at {} did not answer within 5 s", s.nats_url))?
+    .map_err(|e| format!("cannot connect to NATS at {}: {e}", s.nats_url))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let store = gateway::Store::open(&js, &s.store_prefix)
+        .await
+        .map_err(|e| format!("JetStream KV (is nats-server running with -js?): {e}"))?;
+
+    let (stack, front) = sip_core::io::SipStack::bind(s.sip_listen, Default::default())
+        .await
+        .map_err(|e| format!("cannot listen for SIP on {}: {e}", s.sip_listen))?;
+    let local = sip_core::dialog::Local {
+        host: s.public_ip.to_string(),
+        port: stack.local_addr.port(),
+        user_agent: format!("BotStream/{}", env!("CARGO_PKG_VERSION")),
+    };
+    let bind_ip = if s.sip_listen.ip().is_unspecified() {
+        s.sip_listen.ip()
+    } else {
+        s.public_ip
+    };
+    let ports = media::PortPool::new(bind_ip, s.rtp_ports.0, s.rtp_ports.1);
+    let (registry, counts) = gateway::Registry::new(s.pod_id.clone(), stack.clone(), local.clone());
+    store
+        .sync(registry.clone(), counts)
+        .await
+        .map_err(|e| format!("loading gateways: {e}"))?;
+    std::fs::create_dir_all(&s.data_dir)
+        .map_err(|e| format!("data.dir {}: {e}", s.data_dir.display()))?;
+
+    let sw = api::Switch::new(
+        api::SwitchConfig {
+            pod_id: s.pod_id.clone(),
+            public_ip: s.public_ip,
+            inbound_acl: s.inbound_acl.clone(),
+            inbound_routes: s.inbound_routes.clone(),
+            inbound_subject: s.inbound_subject.clone(),
+            inbound_tenant: s.inbound_tenant.clone(),
+            dialplan: s.dialplan.clone(),
+            tenants: s.tenants.clone(),
+            tenants_enforce: s.tenants_enforce,
+            media_timeout: Duration::from_secs(s.media_timeout_secs),
+        },
+        client.clone(),
+        stack.clone(),
+        local,
+        registry,
+        store,
+        ports,
+    );
+    let http = tokio::net::TcpListener::bind(s.http_listen)
+        .await
+        .map_err(|e| format!("cannot listen for HTTP on {}: {e}", s.http_listen))?;
+    tokio::spawn(http::serve(http, sw.clone(), ready.clone()));
+    tokio::spawn(api::service::front_door(sw.clone(), front));
+    let sub = client
+        .queue_subscribe(s.api_subject.clone(), "botstream".into())
+        .await
+        .map_err(|e| format!("subscribing to {}: {e}", s.api_subject))?;
+    let api_task = tokio::spawn(api::service::serve(sw.clone(), sub));
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(pod = %s.pod_id, sip = %stack.local_addr, api = %s.api_subject, "BotStream ready");
+
+    shutdown_signal().await;
+    tracing::info!(drain_secs = s.drain_secs, "shutting down: draining calls");
+    // Leave the queue group first so other pods take new requests.
+    api_task.abort();
+    let _ = client.flush().await;
+    api::service::drain(&sw, Duration::from_secs(s.drain_secs)).await;
+    let _ = client.flush().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,111 @@
+//! Call events (api.md §4): one envelope, the fields every event carries, published to the
+//! subject the app chose. Publishing never waits on the app: the NATS client buffers.
+
+use serde_json::{json, Map, Value};
+
+use crate::cause::HangupCause;
+
+/// RFC 3339 UTC with microseconds, as the original switch wrote it.
+pub fn timestamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+/// Who a call's events are for.
+#[derive(Clone)]
+pub struct EventSink {
+    pub nats: async_nats::Client,
+    pub subject: String,
+    pub call_uuid: String,
+    pub tenant_id: String,
+    pub call_params: Option<Map<String, Value>>,
+}
+
+impl EventSink {
+    pub fn envelope(&self, name: &str, extra: Map<String, Value>) -> Value {
+        let mut data = extra;
+        data.insert("call_uuid".into(), Value::from(self.call_uuid.clone()));
+        data.insert("tenant_id".into(), Value::from(self.tenant_id.clone()));
+        data.insert("timestamp".into(), Value::from(timestamp()));
+        if let Some(p) = &self.call_params {
+            data.insert("call_params".into(), Value::Object(p.clone()));
+        }
+        json!({"event_name": format!("botstream::{name}"), "event_data": data})
+    }
+
+    pub async fn publish(&self, name: &str, extra: Map<String, Value>) {
+        let ev = self.envelope(name, extra);
+        tracing::info!(call_uuid = %self.call_uuid, event = name, "event");
+        let bytes = serde_json::to_vec(&ev).unwrap_or_default();
+        if let Err(e) = self.nats.publish(self.subject.clone(), bytes.into()).await {
+            tracing::warn!(call_uuid = %self.call_uuid, event = name, error = %e, "event not published");
+        }
+    }
+}
+
+/// How a call ended, for the hangup event (§4, §5).
+#[derive(Debug, Clone)]
+pub struct Hangup {
+    pub cause: HangupCause,
+    pub sip_code: Option<u16>,
+    pub sip_reason: Option<String>,
+    pub disposition: &'static str,
+}
+
+impl Hangup {
+    pub fn fields(&self, duration_ms: u64, billsec: u64) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("event_data".into(), Value::from(self.cause.name()));
+        m.insert("hangup_cause".into(), Value::from(self.cause.name()));
+        m.insert("q850_code".into(), Value::from(self.cause.q850()));
+        m.insert(
+            "sip_code".into(),
+            self.sip_code.map(Value::from).unwrap_or(Value::Null),
+        );
+        m.insert(
+            "sip_reason".into(),
+            self.sip_reason
+                .clone()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+        );
+        m.insert("disposition".into(), Value::from(self.disposition));
+        m.insert("cause_class".into(), Value::from(self.cause.class()));
+        m.insert("duration_ms".into(), Value::from(duration_ms));
+        m.insert("billsec".into(), Value::from(billsec));
+        m
+    }
+}
+
+/// Builds a JSON object from pairs, for event fields.
+pub fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_has_microseconds() {
+        let t = timestamp();
+        assert_eq!(t.len(), "2022-04-24T12:01:54.889974Z".len(), "{t}");
+        assert!(t.ends_with('Z'));
+    }
+
+    #[test]
+    fn hangup_fields_follow_the_tables() {
+        let h = Hangup {
+            cause: crate::cause::from_sip_status(486),
+            sip_code: Some(486),
+            sip_reason: Some("Busy Here".into()),
+            disposition: "recv_refuse",
+        };
+        let f = h.fields(1500, 0);
+        assert_eq!(f["hangup_cause"], "USER_BUSY");
+        assert_eq!(f["event_data"], "USER_BUSY");
+        assert_eq!(f["q850_code"], 17);
+        assert_eq!(f["cause_class"], "BUSY");
+    }
+}

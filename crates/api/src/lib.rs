@@ -1,0 +1,12 @@
+//! The NATS API of BotStream: request validation and error codes (§2, §6), call control, events
+//! (§4) and the hangup-cause rules (§5).
+
+pub mod call;
+pub mod cause;
+pub mod error;
+pub mod events;
+pub mod request;
+pub mod service;
+pub mod switch;
+
+pub use switch::{Cidr, InboundRoute, Switch, SwitchConfig};

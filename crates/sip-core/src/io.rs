@@ -1,0 +1,540 @@
+//! The only tokio code of sip-core: sockets, the clock, and one task that owns the transaction
+//! layer. Everything the task learns it hands on through channels; it never waits on a slow
+//! consumer (unbounded channels to tasks that drain them at once).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::msg::{self, Framing, Message, Request, Response};
+use crate::transaction::{
+    self, Event, Output, Peer, TimerConfig, TransactionLayer, Transport, TxId,
+};
+
+/// What a client transaction's owner hears.
+#[derive(Debug)]
+pub enum ClientEvent {
+    Response(Response),
+    /// Timer B/F or a transport failure: no final response will come.
+    Timeout,
+}
+
+/// Requests and transaction events for a call (registered by Call-ID) or, unregistered, for the
+/// switch's front door.
+#[derive(Debug)]
+pub enum ServerEvent {
+    Request {
+        tx: Option<TxId>,
+        request: Request,
+        source: Peer,
+    },
+    Cancelled {
+        invite_tx: TxId,
+        request: Request,
+    },
+    AckTimeout {
+        tx: TxId,
+    },
+}
+
+enum Command {
+    Request {
+        request: Request,
+        peer: Peer,
+        events: mpsc::UnboundedSender<ClientEvent>,
+        tx_id: tokio::sync::oneshot::Sender<TxId>,
+    },
+    Response {
+        tx: TxId,
+        response: Response,
+    },
+    Stateless {
+        peer: Peer,
+        message: Message,
+    },
+    Register {
+        call_id: String,
+        events: mpsc::UnboundedSender<ServerEvent>,
+    },
+    Unregister {
+        call_id: String,
+    },
+}
+
+/// Counters the switch exports on /metrics.
+#[derive(Debug, Default)]
+pub struct SipStats {
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    pub malformed: AtomicU64,
+    pub transactions: AtomicU64,
+}
+
+/// A handle to the SIP task; cheap to clone.
+#[derive(Clone)]
+pub struct SipStack {
+    cmd: mpsc::UnboundedSender<Command>,
+    pub local_addr: SocketAddr,
+    pub stats: Arc<SipStats>,
+}
+
+impl SipStack {
+    /// Binds UDP and TCP on `listen` and starts the task. Requests outside any registered call
+    /// arrive on the returned receiver.
+    pub async fn bind(
+        listen: SocketAddr,
+        timers: TimerConfig,
+    ) -> std::io::Result<(SipStack, mpsc::UnboundedReceiver<ServerEvent>)> {
+        let udp = Arc::new(UdpSocket::bind(listen).await?);
+        let local_addr = udp.local_addr()?;
+        let tcp = TcpListener::bind(local_addr).await?;
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (front_tx, front_rx) = mpsc::unbounded_channel();
+        let (net_tx, net_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(SipStats::default());
+        tokio::spawn(udp_reader(udp.clone(), net_tx.clone()));
+        tokio::spawn(tcp_acceptor(tcp, net_tx.clone()));
+        let driver = Driver {
+            layer: TransactionLayer::new(timers),
+            udp,
+            tcp_conns: HashMap::new(),
+            net_tx,
+            clients: HashMap::new(),
+            calls: HashMap::new(),
+            server_tx_call: HashMap::new(),
+            front: front_tx,
+            stats: stats.clone(),
+        };
+        tokio::spawn(driver.run(cmd_rx, net_rx));
+        Ok((
+            SipStack {
+                cmd: cmd_tx,
+                local_addr,
+                stats,
+            },
+            front_rx,
+        ))
+    }
+
+    /// Starts a client transaction; its responses (and 2xx retransmissions) arrive on the
+    /// returned receiver.
+    pub async fn request(
+        &self,
+        request: Request,
+        peer: Peer,
+    ) -> (TxId, mpsc::UnboundedReceiver<ClientEvent>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let (tx_id, id_rx) = tokio::sync::oneshot::channel();
+        let _ = self.cmd.send(Command::Request {
+            request,
+            peer,
+            events,
+            tx_id,
+        });
+        // The driver only stops with the runtime; a missing id then means nothing will arrive.
+        let id = id_rx.await.unwrap_or(TxId(0));
+        (id, rx)
+    }
+
+    pub fn respond(&self, tx: TxId, response: Response) {
+        let _ = self.cmd.send(Command::Response { tx, response });
+    }
+
+    /// Sends outside any transaction (ACK for a 2xx).
+    pub fn send_stateless(&self, peer: Peer, message: Message) {
+        let _ = self.cmd.send(Command::Stateless { peer, message });
+    }
+
+    /// Routes the requests of one dialog (BYE, re-INVITE, ACK, CANCEL) to its owner.
+    pub fn register_call(&self, call_id: &str) -> mpsc::UnboundedReceiver<ServerEvent> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let _ = self.cmd.send(Command::Register {
+            call_id: call_id.to_string(),
+            events,
+        });
+        rx
+    }
+
+    pub fn unregister_call(&self, call_id: &str) {
+        let _ = self.cmd.send(Command::Unregister {
+            call_id: call_id.to_string(),
+        });
+    }
+}
+
+enum NetEvent {
+    Datagram(SocketAddr, Vec<u8>),
+    Stream(Transport, SocketAddr, Message),
+    StreamMalformed(SocketAddr),
+    TcpOpened(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
+    TcpClosed(SocketAddr),
+    TcpFailed(SocketAddr, Vec<u8>),
+}
+
+struct Driver {
+    layer: TransactionLayer,
+    udp: Arc<UdpSocket>,
+    tcp_conns: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
+    net_tx: mpsc::UnboundedSender<NetEvent>,
+    clients: HashMap<TxId, mpsc::UnboundedSender<ClientEvent>>,
+    calls: HashMap<String, mpsc::UnboundedSender<ServerEvent>>,
+    server_tx_call: HashMap<TxId, String>,
+    front: mpsc::UnboundedSender<ServerEvent>,
+    stats: Arc<SipStats>,
+}
+
+async fn udp_reader(sock: Arc<UdpSocket>, out: mpsc::UnboundedSender<NetEvent>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                if out
+                    .send(NetEvent::Datagram(from, buf[..n].to_vec()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // ICMP port unreachable surfaces here on some systems; it is not fatal.
+            Err(e) => tracing::debug!(error = %e, "udp recv"),
+        }
+    }
+}
+
+async fn tcp_acceptor(listener: TcpListener, out: mpsc::UnboundedSender<NetEvent>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => spawn_connection(stream, from, out.clone()),
+            Err(e) => {
+                tracing::warn!(error = %e, "tcp accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn spawn_connection(stream: TcpStream, peer: SocketAddr, out: mpsc::UnboundedSender<NetEvent>) {
+    let (writer_tx, mut writer_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let _ = out.send(NetEvent::TcpOpened(peer, writer_tx));
+    let (mut rd, mut wr) = stream.into_split();
+    tokio::spawn(async move {
+        while let Some(bytes) = writer_rx.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf: Vec<u8> = Vec::with_capacity(8192);
+        let mut chunk = vec![0u8; 16384];
+        loop {
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            loop {
+                match msg::parse(&buf, Framing::Stream) {
+                    Ok((m, used)) => {
+                        buf.drain(..used);
+                        let _ = out.send(NetEvent::Stream(Transport::Tcp, peer, m));
+                    }
+                    Err(msg::ParseError::Incomplete) => break,
+                    Err(_) => {
+                        // A stream cannot be resynchronised after a framing error (§18.3).
+                        let _ = out.send(NetEvent::StreamMalformed(peer));
+                        let _ = out.send(NetEvent::TcpClosed(peer));
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = out.send(NetEvent::TcpClosed(peer));
+    });
+}
+
+/// The headers every request and response must have (§8.1.1); without them there is no
+/// transaction to answer in.
+fn well_formed(m: &Message) -> Result<(), &'static str> {
+    let h = m.headers();
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        if h.get(name).is_none() {
+            return Err("missing mandatory header");
+        }
+    }
+    let cseq = h.get("CSeq").and_then(msg::CSeq::parse).ok_or("bad CSeq")?;
+    if let Message::Request(r) = m {
+        if cseq.method != r.method {
+            return Err("CSeq method does not match the request");
+        }
+        if r.top_via().is_none() {
+            return Err("bad Via");
+        }
+        if msg::NameAddr::parse(h.get("From").unwrap_or_default()).is_none()
+            || msg::NameAddr::parse(h.get("To").unwrap_or_default()).is_none()
+        {
+            return Err("bad From or To");
+        }
+    }
+    Ok(())
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut cmds: mpsc::UnboundedReceiver<Command>,
+        mut net: mpsc::UnboundedReceiver<NetEvent>,
+    ) {
+        let mut sweep = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            let deadline = self
+                .layer
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                Some(c) = cmds.recv() => self.command(c),
+                Some(n) = net.recv() => self.network(n),
+                _ = tokio::time::sleep_until(deadline) => self.layer.handle_timeout(Instant::now()),
+                _ = sweep.tick() => {
+                    // Owners that went away (call ended) no longer need 2xx retransmissions.
+                    self.clients.retain(|_, s| !s.is_closed());
+                    self.calls.retain(|_, s| !s.is_closed());
+                    self.stats.transactions.store(self.layer.len() as u64, Ordering::Relaxed);
+                }
+                else => return,
+            }
+            self.drain();
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = Instant::now();
+        match c {
+            Command::Request {
+                request,
+                peer,
+                events,
+                tx_id,
+            } => {
+                let id = self.layer.send_request(now, request, peer);
+                self.clients.insert(id, events);
+                let _ = tx_id.send(id);
+            }
+            Command::Response { tx, response } => self.layer.send_response(now, tx, response),
+            Command::Stateless { peer, message } => self.layer.send_stateless(peer, &message),
+            Command::Register { call_id, events } => {
+                self.calls.insert(call_id, events);
+            }
+            Command::Unregister { call_id } => {
+                self.calls.remove(&call_id);
+                self.server_tx_call.retain(|_, c| *c != call_id);
+            }
+        }
+    }
+
+    fn network(&mut self, n: NetEvent) {
+        let now = Instant::now();
+        match n {
+            NetEvent::Datagram(from, bytes) => {
+                if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+                    return; // keep-alive
+                }
+                let peer = Peer {
+                    transport: Transport::Udp,
+                    addr: from,
+                };
+                match msg::parse(&bytes, Framing::Datagram) {
+                    Ok((m, _)) => self.incoming(now, peer, m),
+                    Err(e) => {
+                        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%from, error = %e, "dropped malformed SIP datagram");
+                    }
+                }
+            }
+            NetEvent::Stream(transport, from, m) => {
+                let peer = Peer {
+                    transport,
+                    addr: from,
+                };
+                self.incoming(now, peer, m);
+            }
+            NetEvent::StreamMalformed(from) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%from, "closed a TCP connection after a malformed message");
+            }
+            NetEvent::TcpOpened(addr, w) => {
+                self.tcp_conns.insert(addr, w);
+            }
+            NetEvent::TcpClosed(addr) => {
+                self.tcp_conns.remove(&addr);
+            }
+            NetEvent::TcpFailed(addr, bytes) => {
+                let peer = Peer {
+                    transport: Transport::Tcp,
+                    addr,
+                };
+                if let Some(id) = self.layer.client_tx_for(peer, &bytes) {
+                    self.layer.transport_error(id);
+                }
+            }
+        }
+    }
+
+    fn incoming(&mut self, now: Instant, peer: Peer, m: Message) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        if let Err(why) = well_formed(&m) {
+            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(from = %peer.addr, why, "malformed SIP message");
+            if let Message::Request(r) = &m {
+                if r.method != "ACK" && r.top_via().is_some() {
+                    let mut resp = transaction::response_to(r, 400, None);
+                    resp.reason = format!("Bad Request ({why})");
+                    self.layer.send_stateless(peer, &Message::Response(resp));
+                }
+            }
+            return;
+        }
+        self.layer.handle_message(now, peer, m);
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.layer.poll_output() {
+            match out {
+                Output::Transmit { peer, bytes } => self.transmit(peer, bytes),
+                Output::Event(e) => self.deliver(e),
+            }
+        }
+    }
+
+    fn transmit(&mut self, peer: Peer, bytes: Vec<u8>) {
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        match peer.transport {
+            Transport::Udp => {
+                if let Err(e) = self.udp.try_send_to(&bytes, peer.addr) {
+                    tracing::debug!(to = %peer.addr, error = %e, "udp send");
+                }
+            }
+            Transport::Tcp | Transport::Tls => {
+                if let Some(w) = self.tcp_conns.get(&peer.addr) {
+                    if w.send(bytes.clone()).is_ok() {
+                        return;
+                    }
+                }
+                // Open a connection and send once it is up; a failure ends the transaction.
+                let net = self.net_tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(
+                        Duration::from_secs(5),
+                        TcpStream::connect(peer.addr),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => {
+                            let addr = peer.addr;
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            let relay = net.clone();
+                            // Wrap the sender so the first write happens after registration.
+                            spawn_connection_then(stream, addr, relay, bytes, tx);
+                            let _ = rx.await;
+                        }
+                        _ => {
+                            let _ = net.send(NetEvent::TcpFailed(peer.addr, bytes));
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    fn deliver(&mut self, e: Event) {
+        match e {
+            Event::Response { tx, response } => {
+                let final_non_2xx = response.code >= 300;
+                if let Some(s) = self.clients.get(&tx) {
+                    let _ = s.send(ClientEvent::Response(response));
+                }
+                if final_non_2xx {
+                    self.clients.remove(&tx);
+                }
+            }
+            Event::Timeout { tx } => {
+                if let Some(s) = self.clients.remove(&tx) {
+                    let _ = s.send(ClientEvent::Timeout);
+                }
+            }
+            Event::Request {
+                tx,
+                request,
+                source,
+            } => {
+                let call_id = request.call_id().unwrap_or_default().to_string();
+                let ev = ServerEvent::Request {
+                    tx,
+                    request,
+                    source,
+                };
+                self.route(&call_id, tx, ev);
+            }
+            Event::Cancelled { invite_tx, request } => {
+                let call_id = request.call_id().unwrap_or_default().to_string();
+                self.route(
+                    &call_id,
+                    Some(invite_tx),
+                    ServerEvent::Cancelled { invite_tx, request },
+                );
+            }
+            Event::AckTimeout { tx } => {
+                if let Some(call_id) = self.server_tx_call.remove(&tx) {
+                    if let Some(s) = self.calls.get(&call_id) {
+                        let _ = s.send(ServerEvent::AckTimeout { tx });
+                    }
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, call_id: &str, tx: Option<TxId>, ev: ServerEvent) {
+        if let Some(tx) = tx {
+            self.server_tx_call.insert(tx, call_id.to_string());
+        }
+        if let Some(s) = self.calls.get(call_id) {
+            if s.send(ev).is_ok() {
+                return;
+            }
+            self.calls.remove(call_id);
+            return;
+        }
+        let _ = self.front.send(ev);
+    }
+}
+
+fn spawn_connection_then(
+    stream: TcpStream,
+    addr: SocketAddr,
+    net: mpsc::UnboundedSender<NetEvent>,
+    first: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<()>,
+) {
+    // Register the connection, then queue the first message on it; the driver processes
+    // TcpOpened before any later transmit to this address, so ordering holds.
+    let (relay_tx, mut relay_rx) = mpsc::unbounded_channel::<NetEvent>();
+    spawn_connection(stream, addr, relay_tx);
+    tokio::spawn(async move {
+        let mut first = Some(first);
+        while let Some(ev) = relay_rx.recv().await {
+            if let (NetEvent::TcpOpened(_, w), Some(bytes)) = (&ev, first.take()) {
+                let _ = w.send(bytes);
+            }
+            if net.send(ev).is_err() {
+                break;
+            }
+        }
+        let _ = done.send(());
+    });
+}

@@ -1,0 +1,257 @@
+//! SDP offer/answer for one G.711 audio stream (RFC 4566, RFC 3264), the subset a carrier trunk
+//! uses: PCMU, PCMA and telephone-event.
+
+use std::net::{IpAddr, SocketAddr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Pcmu,
+    Pcma,
+}
+
+impl Codec {
+    pub fn payload_type(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+        }
+    }
+}
+
+/// What one side said about its audio stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaDescription {
+    pub addr: SocketAddr,
+    /// Codecs in the order of preference given.
+    pub codecs: Vec<Codec>,
+    /// Payload type of telephone-event/8000, if offered.
+    pub telephone_event: Option<u8>,
+    /// `a=sendonly`/`inactive` or port 0: the peer put us on hold or refused the stream.
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+/// Our offer: PCMU, PCMA, telephone-event 101, ptime 20 (api.md §7).
+pub fn offer(session_id: u64, version: u64, addr: IpAddr, port: u16) -> String {
+    build(
+        session_id,
+        version,
+        addr,
+        port,
+        &[Codec::Pcmu, Codec::Pcma],
+        101,
+        Direction::SendRecv,
+    )
+}
+
+/// Our answer to `remote`: its first codec we speak, and its telephone-event type. `None` when
+/// nothing in common (the caller gets 488).
+pub fn answer(
+    remote: &MediaDescription,
+    session_id: u64,
+    addr: IpAddr,
+    port: u16,
+) -> Option<(String, Codec)> {
+    let codec = *remote.codecs.first()?;
+    let te = remote.telephone_event.unwrap_or(101);
+    let dir = match remote.direction {
+        Direction::SendOnly => Direction::RecvOnly,
+        Direction::RecvOnly => Direction::SendOnly,
+        d => d,
+    };
+    let sdp = if remote.telephone_event.is_some() {
+        build(session_id, 1, addr, port, &[codec], te, dir)
+    } else {
+        build_no_te(session_id, addr, port, codec, dir)
+    };
+    Some((sdp, codec))
+}
+
+fn origin(session_id: u64, version: u64, addr: IpAddr) -> String {
+    let fam = if addr.is_ipv4() { "IP4" } else { "IP6" };
+    format!("v=0\r\no=BotStream {session_id} {version} IN {fam} {addr}\r\ns=BotStream\r\nc=IN {fam} {addr}\r\nt=0 0\r\n")
+}
+
+fn dir_attr(d: Direction) -> &'static str {
+    match d {
+        Direction::SendRecv => "sendrecv",
+        Direction::SendOnly => "sendonly",
+        Direction::RecvOnly => "recvonly",
+        Direction::Inactive => "inactive",
+    }
+}
+
+fn build(
+    sid: u64,
+    ver: u64,
+    addr: IpAddr,
+    port: u16,
+    codecs: &[Codec],
+    te: u8,
+    dir: Direction,
+) -> String {
+    let mut s = origin(sid, ver, addr);
+    let pts: Vec<String> = codecs
+        .iter()
+        .map(|c| c.payload_type().to_string())
+        .collect();
+    s.push_str(&format!(
+        "m=audio {port} RTP/AVP {} {te}\r\n",
+        pts.join(" ")
+    ));
+    for c in codecs {
+        s.push_str(&format!(
+            "a=rtpmap:{} {}/8000\r\n",
+            c.payload_type(),
+            c.name()
+        ));
+    }
+    s.push_str(&format!(
+        "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\na=ptime:20\r\na={}\r\n",
+        dir_attr(dir)
+    ));
+    s
+}
+
+fn build_no_te(sid: u64, addr: IpAddr, port: u16, codec: Codec, dir: Direction) -> String {
+    let mut s = origin(sid, 1, addr);
+    s.push_str(&format!(
+        "m=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {}/8000\r\na=ptime:20\r\na={}\r\n",
+        codec.name(),
+        dir_attr(dir),
+        pt = codec.payload_type()
+    ));
+    s
+}
+
+/// Reads the first audio stream. Unknown lines are ignored; a missing address or port is `None`.
+pub fn parse(body: &[u8]) -> Option<MediaDescription> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut session_ip: Option<IpAddr> = None;
+    let mut media_ip: Option<IpAddr> = None;
+    let mut port: Option<u16> = None;
+    let mut pts: Vec<u8> = Vec::new();
+    let mut rtpmap: Vec<(u8, String)> = Vec::new();
+    let mut in_audio = false;
+    let mut seen_audio = false;
+    let mut direction = Direction::SendRecv;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            if seen_audio {
+                in_audio = false;
+                continue;
+            }
+            let mut it = m.split_whitespace();
+            in_audio = it.next() == Some("audio");
+            if in_audio {
+                seen_audio = true;
+                port = it.next().and_then(|p| p.split('/').next()?.parse().ok());
+                let _proto = it.next();
+                pts = it.filter_map(|p| p.parse().ok()).collect();
+            }
+        } else if let Some(c) = line.strip_prefix("c=") {
+            let ip = c
+                .split_whitespace()
+                .nth(2)
+                .and_then(|a| a.split('/').next()?.parse().ok());
+            if in_audio {
+                media_ip = ip;
+            } else if !seen_audio {
+                session_ip = ip;
+            }
+        } else if let Some(a) = line.strip_prefix("a=rtpmap:") {
+            if in_audio {
+                if let Some((pt, enc)) = a.split_once(' ') {
+                    if let Ok(pt) = pt.trim().parse() {
+                        rtpmap.push((pt, enc.trim().to_ascii_lowercase()));
+                    }
+                }
+            }
+        } else if in_audio || !seen_audio {
+            direction = match line {
+                "a=sendonly" => Direction::SendOnly,
+                "a=recvonly" => Direction::RecvOnly,
+                "a=inactive" => Direction::Inactive,
+                "a=sendrecv" => Direction::SendRecv,
+                _ => direction,
+            };
+        }
+    }
+    let ip = media_ip.or(session_ip)?;
+    let port = port?;
+    if port == 0 {
+        direction = Direction::Inactive;
+    }
+    let enc_of = |pt: u8| {
+        rtpmap
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, e)| e.as_str())
+    };
+    let mut codecs = Vec::new();
+    let mut telephone_event = None;
+    for pt in pts {
+        match (pt, enc_of(pt)) {
+            (0, None) => codecs.push(Codec::Pcmu),
+            (8, None) => codecs.push(Codec::Pcma),
+            (_, Some(e)) if e.starts_with("pcmu/8000") => codecs.push(Codec::Pcmu),
+            (_, Some(e)) if e.starts_with("pcma/8000") => codecs.push(Codec::Pcma),
+            (_, Some(e)) if e.starts_with("telephone-event/8000") && telephone_event.is_none() => {
+                telephone_event = Some(pt)
+            }
+            _ => {}
+        }
+    }
+    Some(MediaDescription {
+        addr: SocketAddr::new(ip, port),
+        codecs,
+        telephone_event,
+        direction,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offer_round_trips() {
+        let o = offer(1, 1, "10.0.0.1".parse().unwrap(), 20000);
+        let m = parse(o.as_bytes()).unwrap();
+        assert_eq!(m.addr, "10.0.0.1:20000".parse().unwrap());
+        assert_eq!(m.codecs, vec![Codec::Pcmu, Codec::Pcma]);
+        assert_eq!(m.telephone_event, Some(101));
+    }
+
+    #[test]
+    fn sipp_style_answer_without_rtpmap() {
+        let sdp = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8 96\r\na=rtpmap:96 telephone-event/8000\r\n";
+        let m = parse(sdp.as_bytes()).unwrap();
+        assert_eq!(m.codecs, vec![Codec::Pcma]);
+        assert_eq!(m.telephone_event, Some(96));
+        let (ans, c) = answer(&m, 9, "127.0.0.1".parse().unwrap(), 30000).unwrap();
+        assert_eq!(c, Codec::Pcma);
+        assert!(ans.contains("m=audio 30000 RTP/AVP 8 96"));
+    }
+
+    #[test]
+    fn nothing_in_common() {
+        let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 18\r\n";
+        let m = parse(sdp.as_bytes()).unwrap();
+        assert!(answer(&m, 1, "127.0.0.1".parse().unwrap(), 2).is_none());
+    }
+}

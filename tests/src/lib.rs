@@ -1,0 +1,471 @@
+//! The test bench: a real nats-server with JetStream, the real switch binary, real SIPp peers,
+//! and an app-like NATS client. Every process is killed when its handle drops, so a failing test
+//! leaks nothing.
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+/// A UDP+TCP port free right now (the switch binds both for SIP).
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// RTP ranges handed out so parallel switches never share one.
+fn rtp_range() -> (u16, u16) {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) + (std::process::id() % 40) as u16 * 7;
+    let lo = 20000 + (n % 200) * 100;
+    (lo, lo + 98)
+}
+
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+    pub log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// SIGTERM, as an orchestrator would.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    static N: AtomicU16 = AtomicU16::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "botstream-e2e-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        name
+    ));
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+pub struct Nats {
+    pub url: String,
+    _proc: Proc,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let port = free_port();
+        let dir = scratch("nats");
+        let log = dir.join("nats.log");
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.join("js"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("nats-server must be installed (make test installs it)");
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats {
+            url: format!("nats://127.0.0.1:{port}"),
+            _proc: Proc {
+                child,
+                name: "nats-server",
+                log,
+            },
+        }
+    }
+}
+
+pub fn botstream_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("BOTSTREAM_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = repo_root();
+    for profile in ["release", "debug"] {
+        let p = root.join("target").join(profile).join("botstream");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("botstream binary not built: run `cargo build -p botstream` (make test does)");
+}
+
+pub struct Switch {
+    pub proc: Proc,
+    pub sip_port: u16,
+    pub http_port: u16,
+    pub subject: String,
+    pub dir: PathBuf,
+}
+
+impl Switch {
+    /// Starts the switch against `nats`, with `extra` flags, and waits for /readyz.
+    pub fn start(nats: &Nats, extra: &[&str]) -> Switch {
+        Self::start_with(nats, extra, "botstream")
+    }
+
+    pub fn start_with(nats: &Nats, extra: &[&str], store_prefix: &str) -> Switch {
+        let sip_port = free_port();
+        let http_port = free_port();
+        let (lo, hi) = rtp_range();
+        let dir = scratch("switch");
+        let subject = format!("botstream.api.{sip_port}");
+        let log = dir.join("botstream.log");
+        let child = Command::new(botstream_bin())
+            .args(["--nats-url", &nats.url, "--api-subject", &subject])
+            .args(["--sip-listen", &format!("127.0.0.1:{sip_port}")])
+            .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+            .args([
+                "--rtp-ports",
+                &format!("{lo}-{hi}"),
+                "--pod-id",
+                &format!("pod-{sip_port}"),
+            ])
+            .args(["--store-prefix", store_prefix, "--drain-secs", "2"])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(extra)
+            .env("RUST_LOG", "info,sip_core=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start botstream");
+        let mut sw = Switch {
+            proc: Proc {
+                child,
+                name: "botstream",
+                log,
+            },
+            sip_port,
+            http_port,
+            subject,
+            dir,
+        };
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if sw.http_get("/readyz").is_some_and(|(code, _)| code == 200) {
+                return sw;
+            }
+            if let Ok(Some(status)) = sw.proc.child.try_wait() {
+                panic!(
+                    "botstream exited ({status}) at start:\n{}",
+                    sw.proc.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "botstream not ready:\n{}",
+                sw.proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let code = out.split_whitespace().nth(1)?.parse().ok()?;
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
+    }
+}
+
+/// A SIPp process running one scenario file from sipp-scenarios/.
+pub struct Sipp {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Sipp {
+    /// A SIPp UAS (carrier) on a free port, for `calls` calls.
+    pub fn uas(scenario: &str, calls: u32, extra: &[&str]) -> Sipp {
+        let port = free_port();
+        let mut s = Self::spawn(scenario, port, calls, extra, None);
+        // SIPp binds at once; give it a moment so the first INVITE is not lost to a closed port.
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(Some(status)) = s.proc.child.try_wait() {
+            panic!(
+                "sipp {scenario} exited at start ({status}):\n{}\n{}",
+                s.proc.log_text(),
+                s.traces()
+            );
+        }
+        s
+    }
+
+    /// A SIPp UAC calling `target`.
+    pub fn uac(scenario: &str, target: &str, calls: u32, extra: &[&str]) -> Sipp {
+        Self::spawn(scenario, free_port(), calls, extra, Some(target))
+    }
+
+    fn spawn(scenario: &str, port: u16, calls: u32, extra: &[&str], target: Option<&str>) -> Sipp {
+        let dir = scratch("sipp");
+        let log = dir.join("sipp.log");
+        let mut cmd = Command::new("sipp");
+        cmd.current_dir(&dir)
+            .arg("-sf")
+            .arg(repo_root().join("sipp-scenarios").join(scenario))
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-m",
+                &calls.to_string(),
+            ])
+            .args([
+                "-nostdin",
+                "-timeout",
+                "60s",
+                "-timeout_error",
+                "-trace_err",
+                "-trace_msg",
+            ])
+            .args(["-mp", &free_port().to_string()])
+            .args(extra);
+        if let Some(t) = target {
+            cmd.arg(t);
+        }
+        let child = cmd
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp must be installed (make test installs sip-tester)");
+        Sipp {
+            proc: Proc {
+                child,
+                name: "sipp",
+                log,
+            },
+            port,
+        }
+    }
+
+    /// Waits for SIPp to finish; true when every call passed its scenario.
+    pub fn finish(mut self, within: Duration) -> Result<(), String> {
+        match self.proc.wait_exit(within) {
+            Some(s) if s.success() => Ok(()),
+            Some(s) => Err(format!("sipp failed ({s}):\n{}", self.traces())),
+            None => Err(format!(
+                "sipp still running after {within:?}:\n{}",
+                self.traces()
+            )),
+        }
+    }
+
+    /// SIPp's message and error traces, for failure messages.
+    pub fn traces(&self) -> String {
+        let dir = self.proc.log.parent().expect("dir").to_path_buf();
+        let mut out = String::new();
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.ends_with("_errors.log") || name.ends_with("_messages.log") {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    let tail: String = text
+                        .chars()
+                        .rev()
+                        .take(6000)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    out.push_str(&format!("--- {name}\n{tail}\n"));
+                }
+            }
+        }
+        out
+    }
+
+    /// The raw SIP messages SIPp saw and sent.
+    pub fn messages(&self) -> String {
+        let dir = self.proc.log.parent().expect("dir").to_path_buf();
+        std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect()
+    }
+}
+
+/// An app: sends requests and collects the events of its subject.
+pub struct App {
+    pub nats: async_nats::Client,
+    pub subject: String,
+    pub events: async_nats::Subscriber,
+    pub event_subject: String,
+}
+
+impl App {
+    pub async fn connect(nats: &Nats, sw: &Switch) -> App {
+        let client = async_nats::connect(&nats.url)
+            .await
+            .expect("connect to nats");
+        let n = free_port();
+        let event_subject = format!("app.events.{n}");
+        let events = client
+            .subscribe(event_subject.clone())
+            .await
+            .expect("subscribe");
+        client.flush().await.expect("flush");
+        App {
+            nats: client,
+            subject: sw.subject.clone(),
+            events,
+            event_subject,
+        }
+    }
+
+    /// One request; panics unless exactly one reply arrives within 5 s.
+    pub async fn request(&self, name: &str, data: Value) -> Value {
+        let body = json!({"event_name": name, "event_data": data});
+        self.raw(serde_json::to_vec(&body).expect("json")).await
+    }
+
+    pub async fn raw(&self, bytes: Vec<u8>) -> Value {
+        let msg = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.nats.request(self.subject.clone(), bytes.into()),
+        )
+        .await
+        .expect("a reply within 5 s")
+        .expect("request");
+        serde_json::from_slice(&msg.payload).expect("reply is JSON")
+    }
+
+    /// The next event named `botstream::<name>` for `uuid`, skipping others; panics after `within`.
+    pub async fn event(&mut self, uuid: &str, name: &str, within: Duration) -> Value {
+        let want = format!("botstream::{name}");
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(end, self.events.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {want} for {uuid} within {within:?}"))
+                .expect("subscription open");
+            let v: Value = serde_json::from_slice(&msg.payload).expect("event is JSON");
+            if v["event_name"] == want && v["event_data"]["call_uuid"] == uuid {
+                return v["event_data"].clone();
+            }
+        }
+    }
+
+    /// Every event of `uuid` until (and including) its hangup, in order.
+    pub async fn events_until_hangup(&mut self, uuid: &str, within: Duration) -> Vec<Value> {
+        let end = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        loop {
+            let msg = tokio::time::timeout_at(end, self.events.next())
+                .await
+                .unwrap_or_else(|_| panic!("no hangup for {uuid} within {within:?}; saw {out:?}"))
+                .expect("subscription open");
+            let v: Value = serde_json::from_slice(&msg.payload).expect("event is JSON");
+            if v["event_data"]["call_uuid"] != uuid {
+                continue;
+            }
+            let done = v["event_name"] == "botstream::hangup";
+            out.push(v);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Adds a SIP gateway pointing at a local SIPp.
+    pub async fn add_gateway(&self, name: &str, port: u16, extra: &[(&str, &str)]) {
+        let mut params = serde_json::Map::new();
+        params.insert("proxy".into(), json!(format!("127.0.0.1:{port}")));
+        for (k, v) in extra {
+            params.insert(k.to_string(), json!(v));
+        }
+        let r = self
+            .request(
+                "request_add_sip_gateway",
+                json!({"name": name, "params": params}),
+            )
+            .await;
+        assert_eq!(r["status_code"], 0, "{r}");
+    }
+
+    /// make_call through `gateway`; returns the call_uuid.
+    pub async fn make_call(&self, gateway: &str, extra: Value) -> String {
+        let mut data = json!({
+            "gateway": gateway, "tenant_id": "t1", "to_number": "15550001111",
+            "from_number": "15559998888", "event_subject": self.event_subject,
+        });
+        if let (Some(d), Some(e)) = (data.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                d.insert(k.clone(), v.clone());
+            }
+        }
+        let r = self.request("request_make_call", data).await;
+        assert_eq!(r["status_code"], 0, "{r}");
+        r["call_uuid"].as_str().expect("call_uuid").to_string()
+    }
+}
+
+pub fn names(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            e["event_name"]
+                .as_str()
+                .unwrap_or("")
+                .trim_start_matches("botstream::")
+                .to_string()
+        })
+        .collect()
+}
