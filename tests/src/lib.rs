@@ -231,8 +231,14 @@ pub struct Sipp {
 impl Sipp {
     /// A SIPp UAS (carrier) on a free port, for `calls` calls.
     pub fn uas(scenario: &str, calls: u32, extra: &[&str]) -> Sipp {
+        Self::uas_with(scenario, calls, extra, &[])
+    }
+
+    /// Like [`Sipp::uas`], with `@KEY@` placeholders of the scenario replaced first (for what
+    /// SIPp checks at load time, such as status codes, where its own -key values come too late).
+    pub fn uas_with(scenario: &str, calls: u32, extra: &[&str], subst: &[(&str, &str)]) -> Sipp {
         let port = free_port();
-        let mut s = Self::spawn(scenario, port, calls, extra, None);
+        let mut s = Self::spawn_with(scenario, port, calls, extra, None, subst);
         // SIPp binds at once; give it a moment so the first INVITE is not lost to a closed port.
         std::thread::sleep(Duration::from_millis(300));
         if let Ok(Some(status)) = s.proc.child.try_wait() {
@@ -251,12 +257,30 @@ impl Sipp {
     }
 
     fn spawn(scenario: &str, port: u16, calls: u32, extra: &[&str], target: Option<&str>) -> Sipp {
+        Self::spawn_with(scenario, port, calls, extra, target, &[])
+    }
+
+    fn spawn_with(
+        scenario: &str,
+        port: u16,
+        calls: u32,
+        extra: &[&str],
+        target: Option<&str>,
+        subst: &[(&str, &str)],
+    ) -> Sipp {
         let dir = scratch("sipp");
         let log = dir.join("sipp.log");
+        let source = repo_root().join("sipp-scenarios").join(scenario);
+        let mut text = std::fs::read_to_string(&source).expect("scenario file");
+        for (k, v) in subst {
+            text = text.replace(&format!("@{k}@"), v);
+        }
+        let path = dir.join(scenario);
+        std::fs::write(&path, text).expect("write scenario");
         let mut cmd = Command::new("sipp");
         cmd.current_dir(&dir)
             .arg("-sf")
-            .arg(repo_root().join("sipp-scenarios").join(scenario))
+            .arg(&path)
             .args([
                 "-i",
                 "127.0.0.1",
@@ -348,6 +372,8 @@ pub struct App {
     pub subject: String,
     pub events: async_nats::Subscriber,
     pub event_subject: String,
+    /// Events received but not yet taken, in arrival order (several calls interleave).
+    seen: Vec<Value>,
 }
 
 impl App {
@@ -367,7 +393,13 @@ impl App {
             subject: sw.subject.clone(),
             events,
             event_subject,
+            seen: Vec::new(),
         }
+    }
+
+    /// Talks to another switch (same NATS) from now on.
+    pub fn use_switch(&mut self, sw: &Switch) {
+        self.subject = sw.subject.clone();
     }
 
     /// One request; panics unless exactly one reply arrives within 5 s.
@@ -387,39 +419,70 @@ impl App {
         serde_json::from_slice(&msg.payload).expect("reply is JSON")
     }
 
-    /// The next event named `botstream::<name>` for `uuid`, skipping others; panics after `within`.
+    async fn pull(&mut self, end: tokio::time::Instant) -> bool {
+        match tokio::time::timeout_at(end, self.events.next()).await {
+            Ok(Some(msg)) => {
+                let v: Value = serde_json::from_slice(&msg.payload).expect("event is JSON");
+                self.seen.push(v);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn take(&mut self, uuid: &str, want: Option<&str>) -> Option<Value> {
+        let i = self.seen.iter().position(|v| {
+            v["event_data"]["call_uuid"] == uuid && want.is_none_or(|w| v["event_name"] == w)
+        })?;
+        Some(self.seen.remove(i))
+    }
+
+    /// The next event named `botstream::<name>` for `uuid` (earlier events of that call are
+    /// dropped); panics after `within`.
     pub async fn event(&mut self, uuid: &str, name: &str, within: Duration) -> Value {
         let want = format!("botstream::{name}");
         let end = tokio::time::Instant::now() + within;
         loop {
-            let msg = tokio::time::timeout_at(end, self.events.next())
-                .await
-                .unwrap_or_else(|_| panic!("no {want} for {uuid} within {within:?}"))
-                .expect("subscription open");
-            let v: Value = serde_json::from_slice(&msg.payload).expect("event is JSON");
-            if v["event_name"] == want && v["event_data"]["call_uuid"] == uuid {
+            if let Some(v) = self.take(uuid, Some(&want)) {
                 return v["event_data"].clone();
             }
+            assert!(
+                self.pull(end).await,
+                "no {want} for {uuid} within {within:?}; unclaimed: {:?}",
+                self.seen
+            );
         }
     }
 
     /// Every event of `uuid` until (and including) its hangup, in order.
     pub async fn events_until_hangup(&mut self, uuid: &str, within: Duration) -> Vec<Value> {
         let end = tokio::time::Instant::now() + within;
-        let mut out = Vec::new();
+        let mut out: Vec<Value> = Vec::new();
         loop {
-            let msg = tokio::time::timeout_at(end, self.events.next())
-                .await
-                .unwrap_or_else(|_| panic!("no hangup for {uuid} within {within:?}; saw {out:?}"))
-                .expect("subscription open");
-            let v: Value = serde_json::from_slice(&msg.payload).expect("event is JSON");
-            if v["event_data"]["call_uuid"] != uuid {
-                continue;
+            while let Some(v) = self.take(uuid, None) {
+                let done = v["event_name"] == "botstream::hangup";
+                out.push(v);
+                if done {
+                    return out;
+                }
             }
-            let done = v["event_name"] == "botstream::hangup";
-            out.push(v);
-            if done {
-                return out;
+            assert!(
+                self.pull(end).await,
+                "no hangup for {uuid} within {within:?}; saw {out:?}"
+            );
+        }
+    }
+
+    /// True if an event named `name` for `uuid` arrives within `within`.
+    pub async fn maybe_event(&mut self, uuid: &str, name: &str, within: Duration) -> Option<Value> {
+        let want = format!("botstream::{name}");
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(v) = self.take(uuid, Some(&want)) {
+                return Some(v["event_data"].clone());
+            }
+            if !self.pull(end).await {
+                return None;
             }
         }
     }
