@@ -156,16 +156,15 @@ impl Switch {
         let dir = scratch("switch");
         let subject = format!("botstream.api.{sip_port}");
         let log = dir.join("botstream.log");
-        let child = Command::new(botstream_bin())
+        let mut cmd = Command::new(botstream_bin());
+        if !extra.contains(&"--rtp-ports") {
+            cmd.args(["--rtp-ports", &format!("{lo}-{hi}")]);
+        }
+        let child = cmd
             .args(["--nats-url", &nats.url, "--api-subject", &subject])
             .args(["--sip-listen", &format!("127.0.0.1:{sip_port}")])
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
-            .args([
-                "--rtp-ports",
-                &format!("{lo}-{hi}"),
-                "--pod-id",
-                &format!("pod-{sip_port}"),
-            ])
+            .args(["--pod-id", &format!("pod-{sip_port}")])
             .args(["--store-prefix", store_prefix, "--drain-secs", "2"])
             .arg("--data-dir")
             .arg(dir.join("data"))

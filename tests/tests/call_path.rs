@@ -11,7 +11,12 @@ const T: Duration = Duration::from_secs(15);
 async fn carrier_answers_app_drops_carrier_sees_bye() {
     let nats = Nats::start();
     let sw = Switch::start(&nats, &[]);
-    let carrier = Sipp::uas("uas_answer.xml", 1, &[]);
+    let carrier = Sipp::uas_with(
+        "uas_answer.xml",
+        1,
+        &[],
+        &[("REASON", r"Q\.850;cause=16;text=.NORMAL_CLEARING.")],
+    );
     let mut app = App::connect(&nats, &sw).await;
     app.add_gateway("carrier", carrier.port, &[]).await;
 

@@ -172,7 +172,13 @@ async fn carrier_hangup_reason_gives_the_cause() {
 async fn max_call_secs_ends_with_allotted_timeout() {
     let nats = Nats::start();
     let sw = Switch::start(&nats, &[]);
-    let carrier = Sipp::uas("uas_answer.xml", 1, &[]);
+    // Causes above 127 travel as a SIP Reason (api.md §5).
+    let carrier = Sipp::uas_with(
+        "uas_answer.xml",
+        1,
+        &[],
+        &[("REASON", r"SIP;cause=602;text=.ALLOTTED_TIMEOUT.")],
+    );
     let mut app = App::connect(&nats, &sw).await;
     app.add_gateway("c", carrier.port, &[]).await;
     let uuid = app
@@ -186,8 +192,7 @@ async fn max_call_secs_ends_with_allotted_timeout() {
     assert_eq!(h["cause_class"], "TIMEOUT");
     assert_eq!(h["disposition"], "send_bye");
     assert_eq!(h["billsec"], 1);
-    // The carrier's scenario wants Reason cause=16 on the BYE; this one carries 602's SIP form.
-    let _ = carrier.finish(T);
+    carrier.finish(T).expect("BYE with Reason SIP;cause=602");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
