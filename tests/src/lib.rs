@@ -150,11 +150,27 @@ impl Switch {
     }
 
     pub fn start_with(nats: &Nats, extra: &[&str], store_prefix: &str) -> Switch {
+        Self::start_full(nats, extra, store_prefix, None)
+    }
+
+    /// Several pods on one request subject: the queue group spreads requests among them.
+    pub fn start_pod(nats: &Nats, subject: &str) -> Switch {
+        Self::start_full(nats, &[], "botstream", Some(subject))
+    }
+
+    fn start_full(
+        nats: &Nats,
+        extra: &[&str],
+        store_prefix: &str,
+        subject: Option<&str>,
+    ) -> Switch {
         let sip_port = free_port();
         let http_port = free_port();
         let (lo, hi) = rtp_range();
         let dir = scratch("switch");
-        let subject = format!("botstream.api.{sip_port}");
+        let subject = subject
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("botstream.api.{sip_port}"));
         let log = dir.join("botstream.log");
         let mut cmd = Command::new(botstream_bin());
         if !extra.contains(&"--rtp-ports") {
@@ -209,7 +225,8 @@ impl Switch {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
         let code = out.split_whitespace().nth(1)?.parse().ok()?;

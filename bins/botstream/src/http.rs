@@ -46,6 +46,7 @@ pub async fn serve(
                 body.len()
             );
             let _ = stream.write_all(resp.as_bytes()).await;
+            let _ = stream.shutdown().await;
         });
     }
 }

@@ -1,5 +1,6 @@
 //! The BotStream switch binary (operator.md).
 
+mod analyze;
 mod config;
 mod http;
 
@@ -26,9 +27,15 @@ fn init_logs(format: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Analyze { .. }) = &cli.command {
-        eprintln!("botstream analyze: call progress analysis is not available in this build yet");
-        return ExitCode::from(2);
+    if let Some(Command::Analyze { cpa, file }) = &cli.command {
+        let mut out = std::io::stdout().lock();
+        return match analyze::run(cpa, file, &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("botstream analyze: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     init_logs(&cli.log_format);
     let settings = match Settings::resolve(&cli) {
@@ -105,9 +112,13 @@ async fn run(s: Settings) -> Result<(), BoxError> {
     std::fs::create_dir_all(&s.data_dir)
         .map_err(|e| format!("data.dir {}: {e}", s.data_dir.display()))?;
 
+    let directory = api::directory::CallDirectory::open(&js, &s.store_prefix, &s.pod_id)
+        .await
+        .map_err(|e| format!("call directory: {e}"))?;
     let sw = api::Switch::new(
         api::SwitchConfig {
             pod_id: s.pod_id.clone(),
+            api_subject: s.api_subject.clone(),
             public_ip: s.public_ip,
             inbound_acl: s.inbound_acl.clone(),
             inbound_routes: s.inbound_routes.clone(),
@@ -123,6 +134,7 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         local,
         registry,
         store,
+        directory,
         ports,
     );
     let http = tokio::net::TcpListener::bind(s.http_listen)
@@ -134,7 +146,13 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         .queue_subscribe(s.api_subject.clone(), "botstream".into())
         .await
         .map_err(|e| format!("subscribing to {}: {e}", s.api_subject))?;
-    let api_task = tokio::spawn(api::service::serve(sw.clone(), sub));
+    let direct = client
+        .subscribe(api::directory::pod_subject(&s.api_subject, &s.pod_id))
+        .await
+        .map_err(|e| format!("subscribing to the pod subject: {e}"))?;
+    let api_task = tokio::spawn(api::service::serve(sw.clone(), sub, false));
+    // Forwarded requests for this pod's calls keep flowing while it drains.
+    tokio::spawn(api::service::serve(sw.clone(), direct, true));
     ready.store(true, Ordering::Relaxed);
     tracing::info!(pod = %s.pod_id, sip = %stack.local_addr, api = %s.api_subject, "BotStream ready");
 

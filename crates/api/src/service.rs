@@ -14,6 +14,7 @@ use sip_core::sdp;
 use sip_core::transaction::response_to;
 use sip_core::{Peer, TxId};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::call::{self, InboundCall, MediaSession, OutboundCall};
 use crate::cause::HangupCause;
@@ -26,12 +27,14 @@ use crate::switch::{CallCommand, CallHandle, Switch};
 /// the client side, so leave room for the trip back).
 const REPLY_BUDGET: Duration = Duration::from_millis(4500);
 
-/// Serves the API until the subscription ends (on drain, the caller unsubscribes).
-pub async fn serve(sw: Arc<Switch>, mut sub: async_nats::Subscriber) {
+/// Serves the API until the subscription ends (on drain, the caller unsubscribes). `direct` is
+/// the pod's own subject, where other pods forward requests for this pod's calls; those are
+/// never forwarded again.
+pub async fn serve(sw: Arc<Switch>, mut sub: async_nats::Subscriber, direct: bool) {
     while let Some(msg) = sub.next().await {
         let sw = sw.clone();
         tokio::spawn(async move {
-            let (name, reply) = handle_bytes(&sw, &msg.payload).await;
+            let (name, reply) = handle_bytes(&sw, &msg.payload, !direct).await;
             let code = reply["status_code"].as_u64().unwrap_or(0) as u16;
             sw.metrics.count_request(&name, code);
             if let Some(to) = msg.reply {
@@ -44,13 +47,21 @@ pub async fn serve(sw: Arc<Switch>, mut sub: async_nats::Subscriber) {
     }
 }
 
-/// Parses, validates and runs one request; returns its name and reply.
-pub async fn handle_bytes(sw: &Arc<Switch>, bytes: &[u8]) -> (String, Value) {
+/// Parses, validates and runs one request; returns its name and reply. With `may_forward`, a
+/// request for a call another pod owns is answered by that pod.
+pub async fn handle_bytes(sw: &Arc<Switch>, bytes: &[u8], may_forward: bool) -> (String, Value) {
     let req = match request::parse_request(bytes) {
         Ok(r) => r,
         Err((name, e)) => return (name.clone(), reply_json(&name, Err(e))),
     };
     let name = req.name().to_string();
+    if let (true, Some(uuid)) = (may_forward, call_uuid_of(&req)) {
+        if !sw.calls.contains_key(uuid) {
+            if let Some(reply) = forward(sw, uuid, &name, bytes).await {
+                return (name, reply);
+            }
+        }
+    }
     let result = match tokio::time::timeout(REPLY_BUDGET, handle(sw, req)).await {
         Ok(r) => r,
         Err(_) => Err(ApiError::new(
@@ -62,6 +73,35 @@ pub async fn handle_bytes(sw: &Arc<Switch>, bytes: &[u8]) -> (String, Value) {
         tracing::info!(request = %name, code = e.code.code(), status = %e.status, "request refused");
     }
     (name.clone(), reply_json(&name, result))
+}
+
+/// Hands a request to the pod that owns the call; `None` when no other pod has it.
+async fn forward(sw: &Switch, uuid: &str, name: &str, bytes: &[u8]) -> Option<Value> {
+    let entry = sw.directory.lookup(uuid).await?;
+    if entry.pod == sw.cfg.pod_id {
+        return None;
+    }
+    if !entry.live {
+        let e = ApiError::new(StatusCode::CallEnded, format!("call {uuid} has ended"));
+        return Some(reply_json(name, Err(e)));
+    }
+    let subject = crate::directory::pod_subject(&sw.cfg.api_subject, &entry.pod);
+    let reply = tokio::time::timeout(
+        Duration::from_millis(3500),
+        sw.nats.request(subject, bytes.to_vec().into()),
+    )
+    .await;
+    match reply {
+        Ok(Ok(msg)) => serde_json::from_slice(&msg.payload).ok(),
+        // The owner is gone (no responders) or silent: its calls went with it.
+        _ => {
+            let e = ApiError::new(
+                StatusCode::CallEnded,
+                format!("call {uuid} was on pod {} which does not answer", entry.pod),
+            );
+            Some(reply_json(name, Err(e)))
+        }
+    }
 }
 
 /// The code a request reports when it runs out of time: its own failure code of §6.
@@ -134,11 +174,13 @@ async fn handle(sw: &Arc<Switch>, req: ApiRequest) -> Reply {
             Ok(m)
         }
         ApiRequest::ListCalls(l) => {
+            // Across all pods, from the shared directory.
             let calls: Vec<Value> = sw
-                .calls
-                .iter()
-                .filter(|c| l.tenant_id.as_deref().is_none_or(|t| t == c.tenant_id))
-                .map(|c| json!({"call_uuid": c.key(), "tenant_id": c.tenant_id, "dialer_pod_id": sw.cfg.pod_id}))
+                .directory
+                .live(l.tenant_id.as_deref())
+                .await
+                .into_iter()
+                .map(|(uuid, e)| json!({"call_uuid": uuid, "tenant_id": e.tenant_id, "dialer_pod_id": e.pod, "state": "live"}))
                 .collect();
             let mut m = Map::new();
             m.insert("calls".into(), Value::Array(calls));
@@ -269,6 +311,9 @@ async fn handle(sw: &Arc<Switch>, req: ApiRequest) -> Reply {
 
 fn call_uuid_of(r: &ApiRequest) -> Option<&str> {
     Some(match r {
+        ApiRequest::DropCall(x) => &x.call_uuid,
+        ApiRequest::SetChannelVars(x) => &x.call_uuid,
+        ApiRequest::GetCall(x) => &x.call_uuid,
         ApiRequest::StartStream(x) => &x.call_uuid,
         ApiRequest::StopStream(x) => &x.call_uuid,
         ApiRequest::StopPlay(x) => &x.call_uuid,
@@ -375,7 +420,11 @@ async fn make_call(sw: &Arc<Switch>, m: request::MakeCall) -> Reply {
         events,
     };
     tracing::info!(call_uuid = %uuid, gateway = %m.gateway, "make_call");
-    tokio::spawn(call.run(rx));
+    // Every log line of the call task carries its call_uuid (operator.md "Logs").
+    tokio::spawn(
+        call.run(rx)
+            .instrument(tracing::info_span!("call", call_uuid = %uuid)),
+    );
     let mut reply = Map::new();
     reply.insert("call_uuid".into(), Value::from(uuid));
     reply.insert("dialer_pod_id".into(), Value::from(sw.cfg.pod_id.clone()));
@@ -564,7 +613,8 @@ fn inbound_invite(sw: &Arc<Switch>, tx: TxId, req: Request, source: Peer) {
         slot,
         vars: Default::default(),
     };
-    tokio::spawn(call.run(cmd_rx, dialog_events));
+    let span = tracing::info_span!("call", call_uuid = %call.uuid);
+    tokio::spawn(call.run(cmd_rx, dialog_events).instrument(span));
 }
 
 /// SIGTERM (operator.md): leave the queue group, refuse new calls, wait up to `drain` for calls to

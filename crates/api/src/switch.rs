@@ -85,6 +85,8 @@ impl Cidr {
 #[derive(Debug, Clone)]
 pub struct SwitchConfig {
     pub pod_id: String,
+    /// The request subject; forwarded requests go to `<api_subject>.pod.<pod_id>`.
+    pub api_subject: String,
     pub public_ip: IpAddr,
     pub inbound_acl: Vec<Cidr>,
     pub inbound_routes: Vec<InboundRoute>,
@@ -151,6 +153,7 @@ pub struct Switch {
     pub local: Local,
     pub registry: gateway::Registry,
     pub store: gateway::Store,
+    pub directory: crate::directory::CallDirectory,
     pub ports: media::PortPool,
     pub calls: DashMap<String, CallHandle>,
     ended: Mutex<HashMap<String, Instant>>,
@@ -168,6 +171,7 @@ impl Switch {
         local: Local,
         registry: gateway::Registry,
         store: gateway::Store,
+        directory: crate::directory::CallDirectory,
         ports: media::PortPool,
     ) -> Arc<Switch> {
         Arc::new(Switch {
@@ -177,6 +181,7 @@ impl Switch {
             local,
             registry,
             store,
+            directory,
             ports,
             calls: DashMap::new(),
             ended: Mutex::new(HashMap::new()),
@@ -192,16 +197,42 @@ impl Switch {
 
     /// Called once by a call task as its last act.
     pub fn call_ended(&self, uuid: &str, direction: &str, cause: HangupCause) {
-        self.calls.remove(uuid);
+        let tenant_id = self
+            .calls
+            .remove(uuid)
+            .map(|(_, h)| h.tenant_id)
+            .unwrap_or_default();
         self.metrics.calls_active.fetch_sub(1, Ordering::Relaxed);
         self.metrics.count_call_end(direction, cause.name());
+        self.directory.record(
+            uuid,
+            crate::directory::Entry {
+                pod: self.cfg.pod_id.clone(),
+                tenant_id,
+                live: false,
+            },
+        );
         let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        ended.retain(|_, at| now.duration_since(*at) < ENDED_MEMORY);
+        ended.retain(|u, at| {
+            let keep = now.duration_since(*at) < ENDED_MEMORY;
+            if !keep {
+                self.directory.forget(u);
+            }
+            keep
+        });
         ended.insert(uuid.to_string(), now);
     }
 
     pub fn call_started(&self, uuid: &str, handle: CallHandle) {
+        self.directory.record(
+            uuid,
+            crate::directory::Entry {
+                pod: self.cfg.pod_id.clone(),
+                tenant_id: handle.tenant_id.clone(),
+                live: true,
+            },
+        );
         self.calls.insert(uuid.to_string(), handle);
         self.metrics.calls_active.fetch_add(1, Ordering::Relaxed);
     }

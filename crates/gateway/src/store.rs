@@ -58,7 +58,7 @@ pub fn decode_key(key: &str) -> Option<String> {
 /// Opens a bucket, creating it if missing. The stream is created by hand with the KV layout
 /// (ADR-8) because the client's `create_key_value` first reads account fields (reserved memory
 /// and storage) that nats-server 2.9, Debian's, does not send.
-async fn bucket(js: &jetstream::Context, name: String) -> Result<kv::Store, StoreError> {
+pub async fn bucket(js: &jetstream::Context, name: String) -> Result<kv::Store, StoreError> {
     if let Ok(s) = js.get_key_value(&name).await {
         return Ok(s);
     }
