@@ -77,3 +77,140 @@ async fn events_arrive_in_contract_order() {
     }
     carrier.finish(T).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_tcp() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let carrier = Sipp::uas_with(
+        "uas_answer.xml",
+        1,
+        &["-t", "t1"],
+        &[("REASON", r"Q\.850;cause=16")],
+    );
+    let mut app = App::connect(&nats, &sw).await;
+    let r = app
+        .request(
+            "request_add_sip_gateway",
+            json!({"name": "tcp", "params": {"proxy": format!("127.0.0.1:{};transport=tcp", carrier.port)}}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let uuid = app
+        .make_call(
+            "tcp",
+            json!({"channel_vars": {"sip_h_X-Campaign": "spring"}}),
+        )
+        .await;
+    app.event(&uuid, "answered", T).await;
+    app.request("request_drop_call", json!({"call_uuid": uuid}))
+        .await;
+    app.event(&uuid, "hangup", T).await;
+    let msgs = carrier.messages();
+    carrier.finish(T).expect("INVITE/ACK/BYE over TCP");
+    assert!(msgs.contains("SIP/2.0/TCP"), "{msgs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_vars_set_mid_call_go_on_the_bye() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let carrier = Sipp::uas_with("uas_answer.xml", 1, &[], &[("REASON", r"Q\.850;cause=16")]);
+    let mut app = App::connect(&nats, &sw).await;
+    app.add_gateway("c", carrier.port, &[]).await;
+    let uuid = app
+        .make_call("c", json!({"channel_vars": {"sip_h_X-Campaign": "spring"}}))
+        .await;
+    app.event(&uuid, "answered", T).await;
+    let r = app
+        .request(
+            "request_set_channel_vars",
+            json!({"call_uuid": uuid, "channel_vars": {"sip_h_X-Agent": "42"}}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    app.request("request_drop_call", json!({"call_uuid": uuid}))
+        .await;
+    app.event(&uuid, "hangup", T).await;
+    let msgs = carrier.messages();
+    carrier.finish(T).unwrap();
+    let bye = msgs.split("BYE sip:").nth(1).expect("a BYE");
+    assert!(bye.contains("X-Agent: 42"), "{bye}");
+    let r = app
+        .request(
+            "request_set_channel_vars",
+            json!({"call_uuid": uuid, "channel_vars": {"a": "b"}}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 108, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carrier_reinvite_for_hold_is_answered() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let carrier = Sipp::uas("uas_reinvite.xml", 1, &[]);
+    let mut app = App::connect(&nats, &sw).await;
+    app.add_gateway("c", carrier.port, &[]).await;
+    let uuid = app.make_call("c", json!({})).await;
+    app.event(&uuid, "answered", T).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.request("request_drop_call", json!({"call_uuid": uuid}))
+        .await;
+    let h = app.event(&uuid, "hangup", T).await;
+    assert_eq!(h["disposition"], "send_bye");
+    carrier
+        .finish(T)
+        .expect("re-INVITE answered with a=recvonly, then our BYE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_switch_answers_options() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let probe = Sipp::uac(
+        "uac_options.xml",
+        &format!("127.0.0.1:{}", sw.sip_port),
+        1,
+        &["-s", "ping"],
+    );
+    probe.finish(T).expect("200 with Allow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_drops_an_inbound_call() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    // No route matches: the default inbound subject of operator.md.
+    let mut sub = client.subscribe("botstream.inbound").await.unwrap();
+    client.flush().await.unwrap();
+    let caller = Sipp::uac(
+        "uac_inbound_wait.xml",
+        &format!("127.0.0.1:{}", sw.sip_port),
+        1,
+        &["-s", "5550"],
+    );
+    use futures::StreamExt;
+    let msg = tokio::time::timeout(T, sub.next())
+        .await
+        .expect("answered")
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(v["event_name"], "botstream::answered");
+    assert_eq!(v["event_data"]["tenant_id"], "default");
+    let uuid = v["event_data"]["call_uuid"].as_str().unwrap().to_string();
+    let app = App::connect(&nats, &sw).await;
+    let r = app
+        .request("request_drop_call", json!({"call_uuid": uuid}))
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let msg = tokio::time::timeout(T, sub.next())
+        .await
+        .expect("hangup")
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(v["event_name"], "botstream::hangup");
+    assert_eq!(v["event_data"]["disposition"], "send_bye");
+    caller.finish(T).expect("BYE with Reason received");
+}

@@ -18,6 +18,14 @@ async fn call_requests_reach_the_owning_pod() {
     let carrier = Sipp::uas("uas_ring_forever.xml", 12, &[]);
     let mut app = App::connect(&nats, &a).await;
     app.add_gateway("c", carrier.port, &[]).await;
+    // A CPA configuration stored through one pod is there for calls on the other.
+    let r = app
+        .request(
+            "request_set_cpa_params",
+            json!({"va_config_name": "amd1", "tenant_id": "t1", "analysis": "amd"}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
     // Both pods must have the gateway before calls spread over them.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut uuids = Vec::new();
@@ -26,7 +34,8 @@ async fn call_requests_reach_the_owning_pod() {
         let r = app
             .request(
                 "request_make_call",
-                json!({"gateway": "c", "tenant_id": "t1", "to_number": "1", "from_number": "2", "event_subject": app.event_subject}),
+                json!({"gateway": "c", "tenant_id": "t1", "to_number": "1", "from_number": "2",
+                       "event_subject": app.event_subject, "cpa_config": "amd1"}),
             )
             .await;
         assert_eq!(r["status_code"], 0, "{r}");

@@ -115,6 +115,9 @@ async fn run(s: Settings) -> Result<(), BoxError> {
     let directory = api::directory::CallDirectory::open(&js, &s.store_prefix, &s.pod_id)
         .await
         .map_err(|e| format!("call directory: {e}"))?;
+    let cpa_configs = api::cpa_configs::CpaConfigs::open(&js, &s.store_prefix)
+        .await
+        .map_err(|e| format!("CPA configuration store: {e}"))?;
     let sw = api::Switch::new(
         api::SwitchConfig {
             pod_id: s.pod_id.clone(),
@@ -135,6 +138,7 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         registry,
         store,
         directory,
+        cpa_configs,
         ports,
     );
     let http = tokio::net::TcpListener::bind(s.http_listen)

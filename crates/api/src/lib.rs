@@ -3,6 +3,7 @@
 
 pub mod call;
 pub mod cause;
+pub mod cpa_configs;
 pub mod directory;
 pub mod error;
 pub mod events;

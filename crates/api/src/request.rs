@@ -64,7 +64,7 @@ impl Request {
 }
 
 /// §3.1
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SetCpaParams {
     pub va_config_name: String,
     pub tenant_id: String,

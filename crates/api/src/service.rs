@@ -129,7 +129,10 @@ fn ok() -> Reply {
 async fn handle(sw: &Arc<Switch>, req: ApiRequest) -> Reply {
     match req {
         ApiRequest::SetCpaParams(p) => {
-            sw.cpa_configs.insert(p.va_config_name.clone(), p);
+            sw.cpa_configs
+                .put(p)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::CpaStoreFailed, e))?;
             ok()
         }
         ApiRequest::MakeCall(m) => make_call(sw, m).await,
@@ -374,7 +377,7 @@ async fn make_call(sw: &Arc<Switch>, m: request::MakeCall) -> Reply {
     }
     check_tenant(sw, &m.tenant_id)?;
     if let Some(c) = &m.cpa_config {
-        if !sw.cpa_configs.contains_key(c) {
+        if sw.cpa_configs.get(c).await.is_none() {
             return Err(ApiError::new(
                 StatusCode::UnknownCpaConfig,
                 format!("cpa_config '{c}' does not exist"),

@@ -14,7 +14,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cause::HangupCause;
 use crate::error::ApiError;
-use crate::request::SetCpaParams;
 
 /// An inbound route (operator.md `[[inbound.routes]]`).
 #[derive(Debug, Clone)]
@@ -157,7 +156,7 @@ pub struct Switch {
     pub ports: media::PortPool,
     pub calls: DashMap<String, CallHandle>,
     ended: Mutex<HashMap<String, Instant>>,
-    pub cpa_configs: DashMap<String, SetCpaParams>,
+    pub cpa_configs: crate::cpa_configs::CpaConfigs,
     pub draining: AtomicBool,
     pub metrics: Metrics,
 }
@@ -172,6 +171,7 @@ impl Switch {
         registry: gateway::Registry,
         store: gateway::Store,
         directory: crate::directory::CallDirectory,
+        cpa_configs: crate::cpa_configs::CpaConfigs,
         ports: media::PortPool,
     ) -> Arc<Switch> {
         Arc::new(Switch {
@@ -185,7 +185,7 @@ impl Switch {
             ports,
             calls: DashMap::new(),
             ended: Mutex::new(HashMap::new()),
-            cpa_configs: DashMap::new(),
+            cpa_configs,
             draining: AtomicBool::new(false),
             metrics: Metrics::default(),
         })
