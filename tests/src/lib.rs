@@ -548,3 +548,168 @@ pub fn names(events: &[Value]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A voice-AI app's WebSocket server: TLS with a self-signed certificate (as apps deploy it),
+/// accepting the switch's streams.
+pub struct WsServer {
+    pub port: u16,
+    conns: tokio::sync::mpsc::UnboundedReceiver<WsConn>,
+}
+
+/// One stream from the switch, as the app sees it.
+pub struct WsConn {
+    /// The first text frame.
+    pub first: Value,
+    pub incoming: tokio::sync::mpsc::UnboundedReceiver<WsIn>,
+    pub out: tokio::sync::mpsc::UnboundedSender<tokio_tungstenite::tungstenite::Message>,
+}
+
+#[derive(Debug)]
+pub enum WsIn {
+    Audio(Vec<u8>),
+    Text(String),
+    Closed,
+}
+
+impl WsServer {
+    pub async fn start() -> WsServer {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("cert");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("tls versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .expect("server cert");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(ws) = tokio_tungstenite::accept_async(tls).await else {
+                        return;
+                    };
+                    let (mut sink, mut source) = ws.split();
+                    let first = match source.next().await {
+                        Some(Ok(Message::Text(t))) => {
+                            serde_json::from_str(&t).unwrap_or(Value::Null)
+                        }
+                        _ => return,
+                    };
+                    let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
+                    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
+                    let _ = tx.send(WsConn {
+                        first,
+                        incoming: in_rx,
+                        out: out_tx,
+                    });
+                    tokio::spawn(async move {
+                        while let Some(m) = out_rx.recv().await {
+                            let close = matches!(m, Message::Close(_));
+                            if sink.send(m).await.is_err() || close {
+                                break;
+                            }
+                        }
+                    });
+                    while let Some(m) = source.next().await {
+                        let ev = match m {
+                            Ok(Message::Binary(b)) => WsIn::Audio(b.to_vec()),
+                            Ok(Message::Text(t)) => WsIn::Text(t.to_string()),
+                            Ok(Message::Close(_)) | Err(_) => break,
+                            Ok(_) => continue,
+                        };
+                        if in_tx.send(ev).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = in_tx.send(WsIn::Closed);
+                });
+            }
+        });
+        WsServer { port, conns: rx }
+    }
+
+    pub async fn accept(&mut self, within: Duration) -> WsConn {
+        tokio::time::timeout(within, self.conns.recv())
+            .await
+            .expect("a stream from the switch")
+            .expect("server up")
+    }
+}
+
+impl WsConn {
+    /// Caller audio received over `dur` (samples), skipping text frames.
+    pub async fn collect(&mut self, dur: Duration) -> Vec<i16> {
+        let end = tokio::time::Instant::now() + dur;
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout_at(end, self.incoming.recv()).await {
+            if let WsIn::Audio(b) = m {
+                out.extend(b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
+            }
+        }
+        out
+    }
+
+    pub fn send_pcm(&self, pcm: &[i16]) {
+        let bytes: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let _ = self
+            .out
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                bytes.into(),
+            ));
+    }
+
+    pub fn send_text(&self, text: &str) {
+        let _ = self.out.send(tokio_tungstenite::tungstenite::Message::Text(
+            text.to_string().into(),
+        ));
+    }
+}
+
+/// `n` samples of a sine at `freq` Hz, 8 kHz.
+pub fn tone(freq: f64, n: usize, amplitude: f64) -> Vec<i16> {
+    (0..n)
+        .map(|i| (amplitude * (2.0 * std::f64::consts::PI * freq * i as f64 / 8000.0).sin()) as i16)
+        .collect()
+}
+
+/// How much of the signal's power sits at `freq` (Goertzel), 0..1; 0 for silence.
+pub fn tone_ratio(samples: &[i16], freq: f64, rate: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let n = samples.len() as f64;
+    let k = (2.0 * std::f64::consts::PI * freq / rate).cos() * 2.0;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = x as f64 + k * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - k * s1 * s2;
+    let mean_square = samples.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / n;
+    if mean_square < 1.0 {
+        return 0.0;
+    }
+    (power * 2.0 / (n * n)) / mean_square
+}
+
+pub fn rms(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    (samples.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / samples.len() as f64).sqrt()
+}

@@ -222,9 +222,7 @@ pub struct Settings {
     pub dialplan: BTreeMap<String, String>,
     pub tenants: HashMap<String, u32>,
     pub tenants_enforce: bool,
-    #[allow(dead_code)] // read by the media path (WebSocket streaming)
     pub ws_tls_verify: bool,
-    #[allow(dead_code)]
     pub ws_ca_file: Option<PathBuf>,
 }
 

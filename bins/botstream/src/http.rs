@@ -97,18 +97,24 @@ fn metrics(sw: &api::Switch) -> String {
     let _ = writeln!(
         s,
         "botstream_rtp_packets_total{{dir=\"in\"}} {}",
-        m.rtp_in.load(Ordering::Relaxed)
+        sw.media.counters.rtp_in.load(Ordering::Relaxed)
     );
     let _ = writeln!(
         s,
         "botstream_rtp_packets_total{{dir=\"out\"}} {}",
-        m.rtp_out.load(Ordering::Relaxed)
+        sw.media.counters.rtp_out.load(Ordering::Relaxed)
     );
     let _ = writeln!(s, "# TYPE botstream_streams_active gauge");
     let _ = writeln!(
         s,
         "botstream_streams_active {}",
-        m.streams_active.load(Ordering::Relaxed)
+        sw.media.counters.streams_active.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(s, "# TYPE botstream_ws_frames_dropped_total counter");
+    let _ = writeln!(
+        s,
+        "botstream_ws_frames_dropped_total {}",
+        sw.media.counters.ws_frames_dropped.load(Ordering::Relaxed)
     );
     let _ = writeln!(s, "# TYPE botstream_gateway_up gauge");
     for (name, up) in sw.registry.statuses() {

@@ -140,6 +140,13 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         directory,
         cpa_configs,
         ports,
+        media::leg::MediaConfig {
+            media_timeout: Duration::from_secs(s.media_timeout_secs),
+            tls: media::ws::tls_config(s.ws_tls_verify, s.ws_ca_file.as_deref())
+                .map_err(|e| format!("ws TLS: {e}"))?,
+            counters: Default::default(),
+        },
+        s.data_dir.clone(),
     );
     let http = tokio::net::TcpListener::bind(s.http_listen)
         .await

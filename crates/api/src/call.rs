@@ -17,7 +17,7 @@ use sip_core::msg::{Message, Request, Response};
 use sip_core::sdp;
 use sip_core::transaction::response_to;
 use sip_core::{Peer, TxId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::cause::{self, HangupCause};
@@ -38,22 +38,68 @@ pub fn reason(cause: HangupCause) -> String {
     cause::reason_header_value(cause)
 }
 
-/// The media side of a call as negotiated so far. Holding the lease keeps the ports ours.
+/// The media side of a call: the leg task (which owns the ports) and what SDP settled.
 pub struct MediaSession {
-    pub lease: media::PortLease,
+    pub port: u16,
     pub session_id: u64,
     pub remote: Option<sdp::MediaDescription>,
     pub codec: Option<sdp::Codec>,
+    leg: mpsc::UnboundedSender<media::leg::Command>,
+    events: mpsc::UnboundedReceiver<media::leg::Event>,
+    /// Set once media flowed both ways, so `call_quality` follows the hangup.
+    pub answered: bool,
 }
 
 impl MediaSession {
-    pub fn new(lease: media::PortLease) -> Self {
+    pub fn new(lease: media::PortLease, cfg: media::leg::MediaConfig) -> Self {
+        let port = lease.port;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let leg = media::leg::spawn(lease, cfg, tx);
         MediaSession {
-            lease,
+            port,
             session_id: rand_u32() as u64,
             remote: None,
             codec: None,
+            leg,
+            events: rx,
+            answered: false,
         }
+    }
+
+    /// Starts sending to the negotiated address (RTP is symmetric from then on).
+    pub fn connect(&mut self) {
+        let (Some(remote), Some(codec)) = (&self.remote, self.codec) else {
+            return;
+        };
+        let law = match codec {
+            sdp::Codec::Pcmu => media::g711::Law::Mu,
+            sdp::Codec::Pcma => media::g711::Law::A,
+        };
+        self.answered = true;
+        let _ = self.leg.send(media::leg::Command::Remote {
+            addr: remote.addr,
+            law,
+            telephone_event: remote.telephone_event,
+        });
+    }
+
+    pub fn send(&self, c: media::leg::Command) {
+        let _ = self.leg.send(c);
+    }
+
+    /// Stops the leg; returns its statistics and the events it still had to tell.
+    async fn stop(&mut self) -> (Option<media::leg::Report>, Vec<media::leg::Event>) {
+        let (done, rx) = oneshot::channel();
+        let _ = self.leg.send(media::leg::Command::Stop { done });
+        let report = tokio::time::timeout(Duration::from_secs(2), rx)
+            .await
+            .ok()
+            .and_then(|r| r.ok());
+        let mut rest = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            rest.push(e);
+        }
+        (report, rest)
     }
 }
 
@@ -75,6 +121,8 @@ pub struct OutboundCall {
     pub slot: gateway::CallSlot,
     pub media: MediaSession,
     pub events: EventSink,
+    /// make_call's `record`: a stereo WAV of the whole answered call (api.md §3.16).
+    pub record: bool,
 }
 
 /// How dialing ended.
@@ -97,9 +145,107 @@ struct Leg {
     vars: BTreeMap<String, String>,
     started: Instant,
     answered: Option<Instant>,
+    from_number: String,
+    to_number: String,
+    /// Set while a stream is up, for `request_get_call`.
+    streaming: bool,
 }
 
 impl Leg {
+    /// Ends the media, tells what it still had to say, then the hangup, then the quality
+    /// (api.md §4 order: … → stream_stopped → hangup → call_quality).
+    async fn end(&mut self, h: Hangup, media: &mut MediaSession) {
+        let (report, rest) = media.stop().await;
+        for e in rest {
+            self.media_event(e).await;
+        }
+        self.hangup(h).await;
+        if let (true, Some(r)) = (media.answered, report) {
+            let q =
+                media::quality::estimate(r.packets_expected, r.packets_lost, r.jitter_ms, r.rtt_ms);
+            let mut f = fields([
+                ("mos", Value::from(media::quality::format2(q.mos))),
+                ("quality", Value::from(media::quality::format2(q.quality))),
+                ("packets_received", Value::from(r.packets_received)),
+                ("packets_lost", Value::from(r.packets_lost)),
+                (
+                    "jitter_ms",
+                    Value::from((r.jitter_ms * 100.0).round() / 100.0),
+                ),
+            ]);
+            f.insert(
+                "rtt_ms".into(),
+                r.rtt_ms
+                    .map(|v| Value::from((v * 100.0).round() / 100.0))
+                    .unwrap_or(Value::Null),
+            );
+            self.events.publish("call_quality", f).await;
+        }
+    }
+
+    /// A media event as the app hears it (api.md §4).
+    async fn media_event(&mut self, e: media::leg::Event) {
+        use media::leg::Event as E;
+        match e {
+            E::Dtmf { digit, source } => {
+                self.events
+                    .publish(
+                        "dtmf",
+                        fields([
+                            ("digit", Value::from(digit.to_string())),
+                            ("source", Value::from(source)),
+                        ]),
+                    )
+                    .await
+            }
+            E::StreamStarted => {
+                self.streaming = true;
+                self.events.publish("stream_started", Map::new()).await
+            }
+            E::StreamStopped { reason, code } => {
+                self.streaming = false;
+                self.sw.metrics.count_request("stream_stopped", code);
+                self.events
+                    .publish(
+                        "stream_stopped",
+                        fields([
+                            ("reason", Value::from(reason)),
+                            ("reason_code", Value::from(code)),
+                        ]),
+                    )
+                    .await
+            }
+            E::PlayMark { name } => {
+                self.events
+                    .publish("play_mark", fields([("name", Value::from(name))]))
+                    .await
+            }
+            E::Error { status } => {
+                self.events
+                    .publish(
+                        "error",
+                        fields([
+                            ("status", Value::from(status)),
+                            ("status_code", Value::from(0)),
+                        ]),
+                    )
+                    .await
+            }
+            E::RecordStopped { path, duration_ms } => {
+                self.events
+                    .publish(
+                        "record_stopped",
+                        fields([
+                            ("path", Value::from(path.display().to_string())),
+                            ("duration_ms", Value::from(duration_ms)),
+                        ]),
+                    )
+                    .await
+            }
+            E::MediaTimeout => {}
+        }
+    }
+
     async fn hangup(&self, h: Hangup) {
         let now = Instant::now();
         let duration_ms = now.duration_since(self.started).as_millis() as u64;
@@ -124,6 +270,9 @@ impl Leg {
             "duration_ms": self.started.elapsed().as_millis() as u64,
             "answered": self.answered.is_some(),
             "billsec": self.answered.map(|a| a.elapsed().as_secs()).unwrap_or(0),
+            "from_number": self.from_number,
+            "to_number": self.to_number,
+            "stream": self.streaming,
         })
     }
 }
@@ -143,6 +292,7 @@ impl OutboundCall {
             slot,
             mut media,
             events,
+            record,
         } = self;
         let mut leg = Leg {
             sw: sw.clone(),
@@ -152,6 +302,9 @@ impl OutboundCall {
             vars,
             started: Instant::now(),
             answered: None,
+            from_number: from_number.clone(),
+            to_number: to_number.clone(),
+            streaming: false,
         };
         let call_id = format!("{uuid}@{}", sw.local.host);
         // Registered before the INVITE leaves: a carrier may send BYE right behind its 200.
@@ -213,7 +366,7 @@ impl OutboundCall {
                         originate(&status, StatusCode::DialFailed.code()),
                     )
                     .await;
-                leg.hangup(h).await;
+                leg.end(h, &mut media).await;
             }
             Dialed::Answered {
                 invite,
@@ -234,6 +387,12 @@ impl OutboundCall {
                 if let Some(remote) = sdp::parse(&ok.body) {
                     media.codec = remote.codecs.first().copied();
                     media.remote = Some(remote);
+                }
+                media.connect();
+                if record {
+                    let (done, _) = oneshot::channel();
+                    let path = sw.data_dir.join(format!("recordings/{uuid}.wav"));
+                    media.send(media::leg::Command::StartRecord { path, done });
                 }
                 leg.answered = Some(Instant::now());
                 events.publish("originate", originate("OK", 0)).await;
@@ -259,7 +418,7 @@ impl OutboundCall {
                     limit,
                 )
                 .await;
-                leg.hangup(h).await;
+                leg.end(h, &mut media).await;
             }
         }
         sw.stack.unregister_call(&call_id);
@@ -341,7 +500,7 @@ fn build_invite(
         r.headers.set(name, value);
     }
     r.headers.push("Content-Type", "application/sdp");
-    r.body = sdp::offer(media.session_id, 1, sw.cfg.public_ip, media.lease.port).into_bytes();
+    r.body = sdp::offer(media.session_id, 1, sw.cfg.public_ip, media.port).into_bytes();
     r
 }
 
@@ -491,10 +650,160 @@ async fn dial(
                 Some(CallCommand::Info { done }) => {
                     let _ = done.send(leg.info(if ringing { "ringing" } else { "dialing" }));
                 }
+                Some(CallCommand::Media { done, .. }) => {
+                    let _ = done.send(Err(ApiError::new(StatusCode::StreamInitFailed, "the call is not answered yet")));
+                }
                 None => {}
             }
         }
     }
+}
+
+/// Stream, playback, DTMF and recording requests on an answered call (api.md §3.5–§3.7,
+/// §3.16). Each answers through `done` once the leg has acted; nothing here waits on the app.
+fn media_request(
+    leg: &Leg,
+    media: &MediaSession,
+    request: MediaRequest,
+    done: oneshot::Sender<Result<Map<String, Value>, ApiError>>,
+) {
+    use media::leg::Command as C;
+    match request {
+        MediaRequest::StartStream(s) => {
+            let mut first = Map::new();
+            first.insert("call_uuid".into(), Value::from(leg.uuid.clone()));
+            first.insert(
+                "tenant_id".into(),
+                Value::from(leg.events.tenant_id.clone()),
+            );
+            if let Some(p) = &leg.events.call_params {
+                first.insert("call_params".into(), Value::Object(p.clone()));
+            }
+            first.insert("from_number".into(), Value::from(leg.from_number.clone()));
+            first.insert("to_number".into(), Value::from(leg.to_number.clone()));
+            first.insert("sample_rate".into(), Value::from(s.sample_rate));
+            first.insert("encoding".into(), Value::from("pcm_s16le"));
+            first.insert("channels".into(), Value::from(1));
+            if let Some(m) = &s.metadata {
+                first.insert("metadata".into(), Value::Object(m.clone()));
+            }
+            let (tx, rx) = oneshot::channel();
+            media.send(C::StartStream {
+                url: s.url,
+                first_frame: Value::Object(first).to_string(),
+                sample_rate: s.sample_rate,
+                done: tx,
+            });
+            tokio::spawn(async move {
+                let r = match rx.await {
+                    Ok(Ok(())) => Ok(Map::new()),
+                    Ok(Err(e)) if e == media::leg::ALREADY_STREAMING => {
+                        Err(ApiError::new(StatusCode::AlreadyStreaming, e))
+                    }
+                    Ok(Err(e)) => Err(ApiError::new(StatusCode::StreamInitFailed, e)),
+                    Err(_) => Err(ApiError::new(
+                        StatusCode::StreamInitFailed,
+                        "the call ended",
+                    )),
+                };
+                let _ = done.send(r);
+            });
+        }
+        MediaRequest::StopStream => {
+            let (tx, rx) = oneshot::channel();
+            media.send(C::StopStream {
+                reason: "stop_stream".into(),
+                done: tx,
+            });
+            tokio::spawn(async move {
+                let r = match rx.await {
+                    Ok(true) => Ok(Map::new()),
+                    _ => Err(ApiError::new(
+                        StatusCode::InvalidRequest,
+                        "the call has no stream",
+                    )),
+                };
+                let _ = done.send(r);
+            });
+        }
+        MediaRequest::StopPlay => {
+            let (tx, rx) = oneshot::channel();
+            media.send(C::StopPlay { done: tx });
+            tokio::spawn(async move {
+                let r = match rx.await {
+                    Ok(true) => Ok(Map::new()),
+                    _ => Err(ApiError::new(
+                        StatusCode::StopPlayFailed,
+                        "the call has no stream playing",
+                    )),
+                };
+                let _ = done.send(r);
+            });
+        }
+        MediaRequest::SendDtmf {
+            digits,
+            duration_ms,
+        } => {
+            if media
+                .remote
+                .as_ref()
+                .and_then(|r| r.telephone_event)
+                .is_none()
+            {
+                let _ = done.send(Err(ApiError::new(
+                    StatusCode::InvalidRequest,
+                    "the far end did not offer telephone-event",
+                )));
+                return;
+            }
+            media.send(C::SendDtmf {
+                digits,
+                duration_ms,
+            });
+            let _ = done.send(Ok(Map::new()));
+        }
+        MediaRequest::StartRecord { path } => {
+            let (tx, rx) = oneshot::channel();
+            let shown = path.display().to_string();
+            media.send(C::StartRecord { path, done: tx });
+            tokio::spawn(async move {
+                let r = match rx.await {
+                    Ok(Ok(())) => {
+                        let mut m = Map::new();
+                        m.insert("path".into(), Value::from(shown));
+                        Ok(m)
+                    }
+                    Ok(Err(e)) => Err(ApiError::new(StatusCode::InvalidRequest, e)),
+                    Err(_) => Err(ApiError::new(StatusCode::InvalidRequest, "the call ended")),
+                };
+                let _ = done.send(r);
+            });
+        }
+        MediaRequest::StopRecord => {
+            let (tx, rx) = oneshot::channel();
+            media.send(C::StopRecord { done: tx });
+            tokio::spawn(async move {
+                let r = match rx.await {
+                    Ok(true) => Ok(Map::new()),
+                    _ => Err(ApiError::new(
+                        StatusCode::InvalidRequest,
+                        "the call is not being recorded",
+                    )),
+                };
+                let _ = done.send(r);
+            });
+        }
+    }
+}
+
+/// A media request as the call task receives it.
+pub enum MediaRequest {
+    StartStream(crate::request::StartStream),
+    StopStream,
+    StopPlay,
+    SendDtmf { digits: String, duration_ms: u32 },
+    StartRecord { path: std::path::PathBuf },
+    StopRecord,
 }
 
 /// A final failure response from the carrier → cause by Reason header or status (§5).
@@ -576,12 +885,23 @@ async fn in_dialog(
                     ServerEvent::Cancelled { .. } => {}
                 }
             }
+            ev = media.events.recv() => {
+                match ev {
+                    Some(media::leg::Event::MediaTimeout) => {
+                        send_bye(&sw, &mut dialog, HangupCause::MEDIA_TIMEOUT, &leg.vars).await;
+                        return Hangup { cause: HangupCause::MEDIA_TIMEOUT, sip_code: None, sip_reason: Some("no RTP".into()), disposition: "send_bye" };
+                    }
+                    Some(e) => leg.media_event(e).await,
+                    None => {}
+                }
+            }
             cmd = commands.recv() => match cmd {
                 Some(CallCommand::Drop { cause, done }) => {
                     send_bye(&sw, &mut dialog, cause, &leg.vars).await;
                     let _ = done.send(Ok(()));
                     return Hangup { cause, sip_code: None, sip_reason: None, disposition: "send_bye" };
                 }
+                Some(CallCommand::Media { request, done }) => media_request(leg, media, request, done),
                 Some(CallCommand::Shutdown) => {
                     send_bye(&sw, &mut dialog, HangupCause::SYSTEM_SHUTDOWN, &leg.vars).await;
                     return Hangup { cause: HangupCause::SYSTEM_SHUTDOWN, sip_code: None, sip_reason: None, disposition: "send_bye" };
@@ -648,14 +968,14 @@ async fn in_dialog_request(
                 }
                 let body = match &media.remote {
                     Some(remote) => {
-                        sdp::answer(remote, media.session_id, sw.cfg.public_ip, media.lease.port)
+                        sdp::answer(remote, media.session_id, sw.cfg.public_ip, media.port)
                             .map(|(s, _)| s)
                     }
                     None => Some(sdp::offer(
                         media.session_id,
                         2,
                         sw.cfg.public_ip,
-                        media.lease.port,
+                        media.port,
                     )),
                 };
                 match body {
@@ -677,7 +997,22 @@ async fn in_dialog_request(
             let _ = our_answer;
             None
         }
-        "OPTIONS" | "INFO" | "NOTIFY" => {
+        "INFO" => {
+            // SIP INFO application/dtmf-relay: a key press signalled in SIP (§3.16, `dtmf`).
+            let ct = request
+                .headers
+                .get("Content-Type")
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            if ct.starts_with("application/dtmf") {
+                if let Some(digit) = media::dtmf::parse_dtmf_relay(&request.body) {
+                    media.send(media::leg::Command::SipDtmf { digit });
+                }
+            }
+            sw.stack.respond(tx, respond(200));
+            None
+        }
+        "OPTIONS" | "NOTIFY" => {
             sw.stack.respond(tx, respond(200));
             None
         }
@@ -738,6 +1073,9 @@ impl InboundCall {
             vars,
             started: Instant::now(),
             answered: None,
+            from_number: from_number.clone(),
+            to_number: to_number.clone(),
+            streaming: false,
         };
 
         let mut ringing = response_to(&invite, 180, Some(&tag));
@@ -750,6 +1088,7 @@ impl InboundCall {
         ok.headers.push("Content-Type", "application/sdp");
         ok.body = answer_sdp.into_bytes();
         sw.stack.respond(tx, ok.clone());
+        media.connect();
         leg.answered = Some(Instant::now());
         events
             .publish(
@@ -772,7 +1111,7 @@ impl InboundCall {
             None,
         )
         .await;
-        leg.hangup(h).await;
+        leg.end(h, &mut media).await;
         sw.stack.unregister_call(&call_id);
         drop(slot);
         drop(media);

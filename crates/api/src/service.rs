@@ -16,7 +16,7 @@ use sip_core::{Peer, TxId};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::call::{self, InboundCall, MediaSession, OutboundCall};
+use crate::call::{self, InboundCall, MediaRequest, MediaSession, OutboundCall};
 use crate::cause::HangupCause;
 use crate::error::{reply_json, ApiError, StatusCode};
 use crate::events::EventSink;
@@ -296,6 +296,36 @@ async fn handle(sw: &Arc<Switch>, req: ApiRequest) -> Reply {
             sw.registry.remove_logical(&d.name);
             ok()
         }
+        ApiRequest::StartStream(x) => {
+            let uuid = x.call_uuid.clone();
+            media_request(sw, &uuid, MediaRequest::StartStream(x)).await
+        }
+        ApiRequest::StopStream(x) => {
+            media_request(sw, &x.call_uuid, MediaRequest::StopStream).await
+        }
+        ApiRequest::StopPlay(x) => media_request(sw, &x.call_uuid, MediaRequest::StopPlay).await,
+        ApiRequest::SendDtmf(x) => {
+            media_request(
+                sw,
+                &x.call_uuid,
+                MediaRequest::SendDtmf {
+                    digits: x.digits,
+                    duration_ms: x.duration_ms,
+                },
+            )
+            .await
+        }
+        ApiRequest::StartRecord(x) => {
+            let rel = x
+                .path
+                .clone()
+                .unwrap_or_else(|| format!("recordings/{}.wav", x.call_uuid));
+            let path = sw.data_dir.join(rel);
+            media_request(sw, &x.call_uuid, MediaRequest::StartRecord { path }).await
+        }
+        ApiRequest::StopRecord(x) => {
+            media_request(sw, &x.call_uuid, MediaRequest::StopRecord).await
+        }
         other => {
             // The call must exist before "not implemented" is the answer an app can act on.
             let uuid = call_uuid_of(&other);
@@ -310,6 +340,13 @@ async fn handle(sw: &Arc<Switch>, req: ApiRequest) -> Reply {
             ))
         }
     }
+}
+
+/// Hands a media request to the call and waits for its answer (the stream handshake included).
+async fn media_request(sw: &Switch, uuid: &str, request: MediaRequest) -> Reply {
+    let (done, rx) = oneshot::channel();
+    send_to_call(sw, uuid, CallCommand::Media { request, done })?;
+    rx.await.unwrap_or_else(|_| Err(sw.missing_call(uuid)))
 }
 
 fn call_uuid_of(r: &ApiRequest) -> Option<&str> {
@@ -419,7 +456,8 @@ async fn make_call(sw: &Arc<Switch>, m: request::MakeCall) -> Reply {
         gateway: selected.config,
         gateway_up: selected.up,
         slot: selected.slot,
-        media: MediaSession::new(lease),
+        media: MediaSession::new(lease, sw.media.clone()),
+        record: m.record,
         events,
     };
     tracing::info!(call_uuid = %uuid, gateway = %m.gateway, "make_call");
@@ -559,13 +597,10 @@ fn inbound_invite(sw: &Arc<Switch>, tx: TxId, req: Request, source: Peer) {
             HangupCause::from_name("NORMAL_CIRCUIT_CONGESTION"),
         );
     }
-    let mut media = MediaSession::new(lease);
-    let Some((answer_sdp, codec)) = sdp::answer(
-        &remote,
-        media.session_id,
-        sw.cfg.public_ip,
-        media.lease.port,
-    ) else {
+    let mut media = MediaSession::new(lease, sw.media.clone());
+    let Some((answer_sdp, codec)) =
+        sdp::answer(&remote, media.session_id, sw.cfg.public_ip, media.port)
+    else {
         return reject(
             sw,
             tx,

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,6 +111,11 @@ pub enum CallCommand {
     Info {
         done: oneshot::Sender<Value>,
     },
+    /// Stream, playback, DTMF and recording requests (answered calls only).
+    Media {
+        request: crate::call::MediaRequest,
+        done: oneshot::Sender<Result<serde_json::Map<String, Value>, ApiError>>,
+    },
     Shutdown,
 }
 
@@ -125,9 +130,6 @@ pub struct Metrics {
     pub calls_active: AtomicI64,
     pub calls_total: Mutex<BTreeMap<(String, String), u64>>,
     pub api_requests: Mutex<BTreeMap<(String, u16), u64>>,
-    pub rtp_in: AtomicU64,
-    pub rtp_out: AtomicU64,
-    pub streams_active: AtomicI64,
 }
 
 impl Metrics {
@@ -154,6 +156,8 @@ pub struct Switch {
     pub store: gateway::Store,
     pub directory: crate::directory::CallDirectory,
     pub ports: media::PortPool,
+    pub media: media::leg::MediaConfig,
+    pub data_dir: std::path::PathBuf,
     pub calls: DashMap<String, CallHandle>,
     ended: Mutex<HashMap<String, Instant>>,
     pub cpa_configs: crate::cpa_configs::CpaConfigs,
@@ -173,6 +177,8 @@ impl Switch {
         directory: crate::directory::CallDirectory,
         cpa_configs: crate::cpa_configs::CpaConfigs,
         ports: media::PortPool,
+        media: media::leg::MediaConfig,
+        data_dir: std::path::PathBuf,
     ) -> Arc<Switch> {
         Arc::new(Switch {
             cfg,
@@ -183,6 +189,8 @@ impl Switch {
             store,
             directory,
             ports,
+            media,
+            data_dir,
             calls: DashMap::new(),
             ended: Mutex::new(HashMap::new()),
             cpa_configs,

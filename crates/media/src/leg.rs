@@ -1,0 +1,746 @@
+//! One task per call owns its media: the RTP/RTCP sockets, the 20 ms send clock, the stream to
+//! the app, DTMF, recording and receive statistics. The call task talks to it with [`Command`]s
+//! and hears back through [`Event`]s; the protocol cores (G.711, RTP, playout, DTMF, RTCP) are
+//! plain state machines this shell drives.
+//!
+//! Caller audio is forwarded to the app the moment a packet arrives (no jitter buffer on that
+//! path: the app wants it now, and late or duplicate packets are simply dropped); audio to the
+//! caller leaves on an absolute 20 ms schedule so it never drifts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::dtmf::{self, Rfc4733Receiver};
+use crate::g711::{self, Law};
+use crate::playout::PlayoutQueue;
+use crate::ports::PortLease;
+use crate::resample::Upsampler;
+use crate::rtcp::{self, ReceiverStats, ReportBlock, RtcpPacket};
+use crate::rtp::{self, RtpHeader, SeqExtender};
+use crate::wav::StereoWavWriter;
+use crate::ws::{self, FromApp, StreamHandle, ToApp};
+
+const FRAME: Duration = Duration::from_millis(20);
+const SAMPLES: usize = 160;
+/// The app may queue this much audio ahead (api.md §3.5: TTS bursts); older audio is dropped.
+const PLAYOUT_MAX_MS: u32 = 60_000;
+/// The error text for a second start_stream (the api maps it to 144).
+pub const ALREADY_STREAMING: &str = "the call already has a stream";
+
+type Opened = (
+    Result<StreamHandle, String>,
+    u32,
+    oneshot::Sender<Result<(), String>>,
+);
+
+/// Counters shared with /metrics.
+#[derive(Debug, Default)]
+pub struct MediaCounters {
+    pub rtp_in: AtomicU64,
+    pub rtp_out: AtomicU64,
+    pub streams_active: AtomicI64,
+    /// Caller frames shed because the app read too slowly.
+    pub ws_frames_dropped: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct MediaConfig {
+    pub media_timeout: Duration,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub counters: Arc<MediaCounters>,
+}
+
+pub enum Command {
+    /// Where to send and how (from the SDP answer or offer).
+    Remote {
+        addr: SocketAddr,
+        law: Law,
+        telephone_event: Option<u8>,
+    },
+    StartStream {
+        url: String,
+        first_frame: String,
+        sample_rate: u32,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// `false` when there was no stream.
+    StopStream {
+        reason: String,
+        done: oneshot::Sender<bool>,
+    },
+    /// `false` when there was no stream to stop playing.
+    StopPlay {
+        done: oneshot::Sender<bool>,
+    },
+    SendDtmf {
+        digits: String,
+        duration_ms: u32,
+    },
+    /// A DTMF digit signalled in SIP (INFO), reported like one from RTP.
+    SipDtmf {
+        digit: char,
+    },
+    StartRecord {
+        path: PathBuf,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    StopRecord {
+        done: oneshot::Sender<bool>,
+    },
+    /// Decoded caller audio, 20 ms at a time, for call progress analysis.
+    Tap(mpsc::Sender<Vec<i16>>),
+    Stop {
+        done: oneshot::Sender<Report>,
+    },
+}
+
+#[derive(Debug)]
+pub enum Event {
+    Dtmf {
+        digit: char,
+        source: &'static str,
+    },
+    StreamStarted,
+    StreamStopped {
+        reason: String,
+        code: u16,
+    },
+    PlayMark {
+        name: String,
+    },
+    MediaTimeout,
+    /// An asynchronous failure for the app (api.md §4 `error`).
+    Error {
+        status: String,
+    },
+    RecordStopped {
+        path: PathBuf,
+        duration_ms: u64,
+    },
+}
+
+/// What `call_quality` reports (api.md §4).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub packets_received: u64,
+    pub packets_expected: u64,
+    pub packets_lost: u64,
+    pub jitter_ms: f64,
+    pub rtt_ms: Option<f64>,
+}
+
+pub fn spawn(
+    lease: PortLease,
+    cfg: MediaConfig,
+    events: mpsc::UnboundedSender<Event>,
+) -> mpsc::UnboundedSender<Command> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(Leg::new(lease, cfg, events).run(rx));
+    tx
+}
+
+struct Stream {
+    handle: StreamHandle,
+    up: Option<Upsampler>,
+}
+
+struct Recording {
+    writer: StereoWavWriter,
+    path: PathBuf,
+    left: Vec<i16>,
+}
+
+struct Leg {
+    lease: PortLease,
+    cfg: MediaConfig,
+    events: mpsc::UnboundedSender<Event>,
+    remote: Option<SocketAddr>,
+    law: Law,
+    te_pt: Option<u8>,
+    // Sending.
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    sent_packets: u32,
+    sent_octets: u32,
+    playout: Option<PlayoutQueue>,
+    dtmf_queue: std::collections::VecDeque<(char, u32)>,
+    dtmf_active: Option<(u32, std::collections::VecDeque<(bool, [u8; 4])>)>,
+    dtmf_gap: u32,
+    // Receiving.
+    stats: ReceiverStats,
+    fwd_seq: SeqExtender,
+    fwd_ssrc: Option<u32>,
+    last_fwd: Option<u64>,
+    dtmf_rx: Rfc4733Receiver,
+    last_rtp: Option<Instant>,
+    timed_out: bool,
+    rtt_ms: Option<f64>,
+    last_sr: Option<(u32, Instant)>,
+    started: Instant,
+    stream: Option<Stream>,
+    connecting: bool,
+    opened: Option<mpsc::Sender<Opened>>,
+    recording: Option<Recording>,
+    tap: Option<mpsc::Sender<Vec<i16>>>,
+}
+
+fn now_ntp() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rtcp::ntp_from_unix(d.as_secs(), d.subsec_nanos())
+}
+
+impl Leg {
+    fn new(lease: PortLease, cfg: MediaConfig, events: mpsc::UnboundedSender<Event>) -> Leg {
+        Leg {
+            lease,
+            cfg,
+            events,
+            remote: None,
+            law: Law::Mu,
+            te_pt: None,
+            ssrc: rand::random(),
+            seq: rand::random(),
+            ts: rand::random(),
+            sent_packets: 0,
+            sent_octets: 0,
+            playout: None,
+            dtmf_queue: Default::default(),
+            dtmf_active: None,
+            dtmf_gap: 0,
+            stats: ReceiverStats::default(),
+            fwd_seq: SeqExtender::default(),
+            fwd_ssrc: None,
+            last_fwd: None,
+            dtmf_rx: Rfc4733Receiver::new(),
+            last_rtp: None,
+            timed_out: false,
+            rtt_ms: None,
+            last_sr: None,
+            started: Instant::now(),
+            stream: None,
+            connecting: false,
+            opened: None,
+            recording: None,
+            tap: None,
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut rtp_buf = vec![0u8; 2048];
+        let mut rtcp_buf = vec![0u8; 2048];
+        let start = Instant::now();
+        let mut ticks: u64 = 0;
+        let mut next_tick = start + FRAME;
+        let mut rtcp_at = start + Duration::from_secs(5);
+        // Handshakes run in their own task (up to 3 s) and come back here, so the 20 ms clock
+        // never waits on an app.
+        let (opened, mut connected) = mpsc::channel::<Opened>(2);
+        self.opened = Some(opened);
+        loop {
+            let app_msg = async {
+                match self.stream.as_mut() {
+                    Some(s) => s.handle.from_app.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                r = self.lease.rtp.recv_from(&mut rtp_buf) => {
+                    if let Ok((n, from)) = r {
+                        self.on_rtp(&rtp_buf[..n], from);
+                    }
+                }
+                r = self.lease.rtcp.recv_from(&mut rtcp_buf) => {
+                    if let Ok((n, _)) = r {
+                        self.on_rtcp(&rtcp_buf[..n]);
+                    }
+                }
+                Some((result, sample_rate, done)) = connected.recv() => self.stream_opened(result, sample_rate, done),
+                m = app_msg => self.on_app(m),
+                _ = tokio::time::sleep_until(next_tick) => {
+                    self.tick().await;
+                    ticks += 1;
+                    // An absolute schedule: a late wake-up is caught up, never accumulated.
+                    next_tick = start + FRAME * (ticks as u32 + 1);
+                    let now = Instant::now();
+                    if next_tick + Duration::from_millis(200) < now {
+                        // Asleep for long (suspended host): skip ahead rather than burst.
+                        ticks = ((now - start).as_millis() / 20) as u64;
+                        next_tick = start + FRAME * (ticks as u32 + 1);
+                    }
+                }
+                _ = tokio::time::sleep_until(rtcp_at) => {
+                    self.send_rtcp().await;
+                    rtcp_at += Duration::from_secs(5);
+                }
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Stop { done }) => {
+                        let report = self.finish("hangup");
+                        let _ = done.send(report);
+                        return;
+                    }
+                    Some(c) => self.command(c).await,
+                    None => {
+                        self.finish("hangup");
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    async fn command(&mut self, c: Command) {
+        match c {
+            Command::Remote {
+                addr,
+                law,
+                telephone_event,
+            } => {
+                self.remote = Some(addr);
+                self.law = law;
+                self.te_pt = telephone_event;
+                self.last_rtp.get_or_insert(Instant::now());
+            }
+            Command::StartStream {
+                url,
+                first_frame,
+                sample_rate,
+                done,
+            } => {
+                if self.stream.is_some() || self.connecting {
+                    let _ = done.send(Err(ALREADY_STREAMING.into()));
+                    return;
+                }
+                self.connecting = true;
+                let tls = self.cfg.tls.clone();
+                let back = self.opened.clone();
+                tokio::spawn(async move {
+                    let r =
+                        ws::open(&url, tls, first_frame, sample_rate, Duration::from_secs(3)).await;
+                    if let Some(back) = back {
+                        let _ = back.send((r, sample_rate, done)).await;
+                    }
+                });
+            }
+            Command::StopStream { reason, done } => {
+                let had = self.stop_stream(&reason, 0);
+                let _ = done.send(had);
+            }
+            Command::StopPlay { done } => {
+                let had = match self.playout.as_mut() {
+                    Some(q) => {
+                        q.clear();
+                        true
+                    }
+                    None => false,
+                };
+                let _ = done.send(had);
+            }
+            Command::SendDtmf {
+                digits,
+                duration_ms,
+            } => {
+                for d in digits.chars() {
+                    self.dtmf_queue.push_back((d, duration_ms));
+                }
+            }
+            Command::SipDtmf { digit } => self.emit(Event::Dtmf {
+                digit,
+                source: "info",
+            }),
+            Command::StartRecord { path, done } => {
+                if let Some(parent) = path.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                match StereoWavWriter::create(&path, 8000) {
+                    Ok(writer) => {
+                        self.stop_record();
+                        self.recording = Some(Recording {
+                            writer,
+                            path,
+                            left: Vec::new(),
+                        });
+                        let _ = done.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(format!("{}: {e}", path.display())));
+                    }
+                }
+            }
+            Command::StopRecord { done } => {
+                let _ = done.send(self.stop_record());
+            }
+            Command::Tap(tx) => self.tap = Some(tx),
+            Command::Stop { .. } => {}
+        }
+    }
+
+    /// The reply to start_stream goes only once the app is really connected (api.md §3.5).
+    fn stream_opened(
+        &mut self,
+        result: Result<StreamHandle, String>,
+        sample_rate: u32,
+        done: oneshot::Sender<Result<(), String>>,
+    ) {
+        self.connecting = false;
+        match result {
+            Ok(handle) => {
+                self.playout = Some(PlayoutQueue::new(sample_rate, PLAYOUT_MAX_MS));
+                let up = (sample_rate == 16000).then(Upsampler::new);
+                self.stream = Some(Stream { handle, up });
+                self.cfg
+                    .counters
+                    .streams_active
+                    .fetch_add(1, Ordering::Relaxed);
+                self.emit(Event::StreamStarted);
+                if done.send(Ok(())).is_err() {
+                    // The request gave up waiting: do not leave an unannounced stream behind.
+                    self.stop_stream("start_stream abandoned", 0);
+                }
+            }
+            Err(e) => {
+                let _ = done.send(Err(e));
+            }
+        }
+    }
+
+    fn stop_stream(&mut self, reason: &str, code: u16) -> bool {
+        let Some(s) = self.stream.take() else {
+            return false;
+        };
+        let _ = s.handle.to_app.try_send(ToApp::Close);
+        self.playout = None;
+        self.cfg
+            .counters
+            .streams_active
+            .fetch_sub(1, Ordering::Relaxed);
+        self.emit(Event::StreamStopped {
+            reason: reason.to_string(),
+            code,
+        });
+        true
+    }
+
+    fn stop_record(&mut self) -> bool {
+        let Some(r) = self.recording.take() else {
+            return false;
+        };
+        let path = r.path.clone();
+        match r.writer.finish() {
+            Ok(duration_ms) => self.emit(Event::RecordStopped { path, duration_ms }),
+            Err(e) => self.emit(Event::Error {
+                status: format!("recording {}: {e}", path.display()),
+            }),
+        }
+        true
+    }
+
+    fn finish(&mut self, reason: &str) -> Report {
+        self.stop_stream(reason, 0);
+        self.stop_record();
+        // One packet can finish two presses; the second waits in the receiver.
+        while let Some((digit, _)) = self.dtmf_rx.flush() {
+            self.emit(Event::Dtmf {
+                digit,
+                source: "rfc4733",
+            });
+        }
+        Report {
+            packets_received: self.stats.packets_received(),
+            packets_expected: self.stats.packets_expected(),
+            packets_lost: self.stats.packets_lost(),
+            jitter_ms: self.stats.jitter_ms(),
+            rtt_ms: self.rtt_ms,
+        }
+    }
+
+    fn on_app(&mut self, m: Option<FromApp>) {
+        match m {
+            Some(FromApp::Audio(bytes)) => {
+                if let Some(q) = self.playout.as_mut() {
+                    if let Some(o) = q.push_pcm(&bytes) {
+                        self.emit(Event::Error {
+                            status: format!(
+                                "playout queue over {} s: dropped {} ms of the oldest audio",
+                                PLAYOUT_MAX_MS / 1000,
+                                o.dropped_ms
+                            ),
+                        });
+                    }
+                }
+            }
+            Some(FromApp::Clear) => {
+                if let Some(q) = self.playout.as_mut() {
+                    q.clear();
+                }
+            }
+            Some(FromApp::Mark(name)) => {
+                if let Some(q) = self.playout.as_mut() {
+                    q.push_mark(name);
+                }
+            }
+            // The app went away: the call stays up (api.md §3.5).
+            Some(FromApp::Closed { reason, code }) => {
+                self.stop_stream(&reason, code);
+            }
+            None => {
+                self.stop_stream("socket closed", 1006);
+            }
+        }
+    }
+
+    fn on_rtp(&mut self, buf: &[u8], from: SocketAddr) {
+        if rtp::is_rtcp(buf) {
+            self.on_rtcp(buf);
+            return;
+        }
+        let Some((h, payload)) = rtp::parse(buf) else {
+            return;
+        };
+        self.cfg.counters.rtp_in.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        self.last_rtp = Some(now);
+        // Symmetric RTP (api.md §7): answer where the packets really come from.
+        if self.remote.is_some() && self.remote != Some(from) {
+            self.remote = Some(from);
+        }
+        if Some(h.payload_type) == self.te_pt {
+            if let Some((digit, _)) = self.dtmf_rx.handle_packet(h.timestamp, payload) {
+                self.emit(Event::Dtmf {
+                    digit,
+                    source: "rfc4733",
+                });
+            }
+            while let Some((digit, _)) = self.dtmf_rx.poll_digit() {
+                self.emit(Event::Dtmf {
+                    digit,
+                    source: "rfc4733",
+                });
+            }
+            return;
+        }
+        let law = match h.payload_type {
+            0 => Law::Mu,
+            8 => Law::A,
+            _ => return, // comfort noise and anything unknown
+        };
+        // Audio only: telephone-events share one timestamp and would read as jitter.
+        let arrival = ((now - self.started).as_micros() as u64 * 8 / 1000) as u32;
+        self.stats.update(h.ssrc, h.seq, h.timestamp, arrival);
+        // Duplicates and packets older than one already forwarded are dropped; a new SSRC or
+        // a jump starts over instead of silencing the caller (api.md §7).
+        if self.fwd_ssrc != Some(h.ssrc) {
+            self.fwd_ssrc = Some(h.ssrc);
+            self.fwd_seq.reset();
+            self.last_fwd = None;
+        }
+        let ext = self.fwd_seq.extend(h.seq);
+        if let Some(last) = self.last_fwd {
+            if ext <= last && last - ext < 1000 {
+                return;
+            }
+        }
+        self.last_fwd = Some(ext);
+        let mut pcm = Vec::with_capacity(SAMPLES);
+        g711::decode(law, payload, &mut pcm);
+        if let Some(s) = self.stream.as_mut() {
+            let bytes = match s.up.as_mut() {
+                Some(up) => {
+                    let mut wide = Vec::with_capacity(pcm.len() * 2);
+                    up.process(&pcm, &mut wide);
+                    to_le_bytes(&wide)
+                }
+                None => to_le_bytes(&pcm),
+            };
+            if s.handle.to_app.try_send(ToApp::Audio(bytes)).is_err() {
+                self.cfg
+                    .counters
+                    .ws_frames_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(r) = self.recording.as_mut() {
+            r.left.extend_from_slice(&pcm);
+            // Bounded: a caller clock faster than ours must not grow this.
+            if r.left.len() > SAMPLES * 10 {
+                let excess = r.left.len() - SAMPLES * 10;
+                r.left.drain(..excess);
+            }
+        }
+        if let Some(tap) = &self.tap {
+            if tap.try_send(pcm).is_err() && tap.is_closed() {
+                self.tap = None;
+            }
+        }
+    }
+
+    fn on_rtcp(&mut self, buf: &[u8]) {
+        for p in rtcp::parse(buf) {
+            let (reports, sr) = match p {
+                RtcpPacket::SenderReport { ntp, reports, .. } => (reports, Some(ntp)),
+                RtcpPacket::ReceiverReport { reports, .. } => (reports, None),
+                _ => continue,
+            };
+            if let Some(ntp) = sr {
+                self.last_sr = Some((rtcp::ntp_middle32(ntp), Instant::now()));
+            }
+            for b in reports.iter().filter(|b| b.ssrc == self.ssrc) {
+                if let Some(rtt) = rtcp::rtt_ms(now_ntp(), b.lsr, b.dlsr) {
+                    self.rtt_ms = Some(rtt);
+                }
+            }
+        }
+    }
+
+    async fn send_rtcp(&mut self) {
+        let Some(remote) = self.remote else { return };
+        let dest = SocketAddr::new(remote.ip(), remote.port().wrapping_add(1));
+        let mut blocks = Vec::new();
+        if let Some(src) = self.stats.ssrc() {
+            let (fraction_lost, cumulative_lost) = self.stats.take_interval();
+            let (lsr, dlsr) = match self.last_sr {
+                Some((lsr, at)) => (lsr, (at.elapsed().as_secs_f64() * 65536.0) as u32),
+                None => (0, 0),
+            };
+            blocks.push(ReportBlock {
+                ssrc: src,
+                fraction_lost,
+                cumulative_lost,
+                ext_max_seq: self.stats.ext_max_seq(),
+                jitter: self.stats.jitter(),
+                lsr,
+                dlsr,
+            });
+        }
+        let mut out = Vec::with_capacity(128);
+        if self.sent_packets > 0 {
+            rtcp::write_sr(
+                self.ssrc,
+                now_ntp(),
+                self.ts,
+                self.sent_packets,
+                self.sent_octets,
+                &blocks,
+                "botstream",
+                &mut out,
+            );
+        } else {
+            rtcp::write_rr(self.ssrc, &blocks, "botstream", &mut out);
+        }
+        let _ = self.lease.rtcp.try_send_to(&out, dest);
+    }
+
+    async fn tick(&mut self) {
+        let Some(remote) = self.remote else { return };
+        if !self.timed_out
+            && self
+                .last_rtp
+                .is_some_and(|t| t.elapsed() > self.cfg.media_timeout)
+        {
+            self.timed_out = true;
+            self.emit(Event::MediaTimeout);
+        }
+        let mut frame = [0i16; SAMPLES];
+        if let Some(q) = self.playout.as_mut() {
+            let (marks, _) = q.next_frame(&mut frame);
+            for name in marks {
+                if let Some(s) = &self.stream {
+                    let text = serde_json::json!({"event": "mark", "name": name}).to_string();
+                    let _ = s.handle.to_app.try_send(ToApp::Text(text));
+                }
+                self.emit(Event::PlayMark { name });
+            }
+        }
+        if let Some(r) = self.recording.as_mut() {
+            let n = r.left.len().min(SAMPLES);
+            let mut left: Vec<i16> = r.left.drain(..n).collect();
+            left.resize(SAMPLES, 0);
+            if let Err(e) = r.writer.write(&left, &frame) {
+                let status = format!("recording {}: {e}", r.path.display());
+                self.recording = None;
+                self.emit(Event::Error { status });
+            }
+        }
+        let mut packet = Vec::with_capacity(12 + SAMPLES);
+        if let Some((pt, event)) = self.next_dtmf_packet() {
+            let (marker, payload) = event;
+            let h = RtpHeader {
+                payload_type: pt,
+                marker,
+                seq: self.seq,
+                timestamp: self
+                    .dtmf_active
+                    .as_ref()
+                    .map(|(ts, _)| *ts)
+                    .unwrap_or(self.ts),
+                ssrc: self.ssrc,
+            };
+            rtp::write(&h, &payload, &mut packet);
+        } else {
+            let mut payload = Vec::with_capacity(SAMPLES);
+            g711::encode(self.law, &frame, &mut payload);
+            let pt = match self.law {
+                Law::Mu => 0,
+                Law::A => 8,
+            };
+            let h = RtpHeader {
+                payload_type: pt,
+                marker: false,
+                seq: self.seq,
+                timestamp: self.ts,
+                ssrc: self.ssrc,
+            };
+            rtp::write(&h, &payload, &mut packet);
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(SAMPLES as u32);
+        self.sent_packets = self.sent_packets.wrapping_add(1);
+        self.sent_octets = self.sent_octets.wrapping_add((packet.len() - 12) as u32);
+        if self.lease.rtp.try_send_to(&packet, remote).is_ok() {
+            self.cfg.counters.rtp_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The next telephone-event packet, if a digit is being sent (RFC 4733 §2.5): all packets
+    /// of one digit share the timestamp of its first.
+    fn next_dtmf_packet(&mut self) -> Option<(u8, (bool, [u8; 4]))> {
+        let pt = self.te_pt?;
+        if self.dtmf_active.as_ref().is_some_and(|(_, q)| q.is_empty()) {
+            self.dtmf_active = None;
+            // A pause between digits, so receivers see separate presses.
+            self.dtmf_gap = 3;
+        }
+        if self.dtmf_active.is_none() {
+            if self.dtmf_gap > 0 {
+                self.dtmf_gap -= 1;
+                return None;
+            }
+            let (digit, duration) = self.dtmf_queue.pop_front()?;
+            let packets = dtmf::encode_digit(digit, duration, 10)?;
+            self.dtmf_active = Some((self.ts, packets.into()));
+        }
+        let (_, q) = self.dtmf_active.as_mut()?;
+        q.pop_front().map(|p| (pt, p))
+    }
+}
+
+fn to_le_bytes(pcm: &[i16]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pcm.len() * 2);
+    for s in pcm {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
