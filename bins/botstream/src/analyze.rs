@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Runs the analysis; `Err` is a message for a bad input (exit 2).
 pub fn run(cpa_json: &str, file: &Path, out: &mut impl Write) -> Result<(), String> {
@@ -33,7 +33,7 @@ pub fn run(cpa_json: &str, file: &Path, out: &mut impl Write) -> Result<(), Stri
         .to_string();
     let mut engine = cpa::Engine::new(params);
     let mut emit = |o: cpa::Output| -> Result<(), String> {
-        let (name, data) = envelope_fields(o);
+        let (name, data) = api::cpa_run::output_fields(o);
         let mut d = data;
         d.insert(
             "call_uuid".into(),
@@ -42,7 +42,11 @@ pub fn run(cpa_json: &str, file: &Path, out: &mut impl Write) -> Result<(), Stri
         d.insert("tenant_id".into(), json!(tenant));
         d.insert("timestamp".into(), json!(api::events::timestamp()));
         let line = json!({"event_name": format!("botstream::{name}"), "event_data": d});
-        writeln!(out, "{line}").map_err(|e| format!("writing output: {e}"))
+        match writeln!(out, "{line}") {
+            // A reader that stopped early (`| head`) is not bad input.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            r => r.map_err(|e| format!("writing output: {e}")),
+        }
     };
     for frame in samples.chunks(160) {
         engine.handle_frame(frame);
@@ -59,30 +63,6 @@ pub fn run(cpa_json: &str, file: &Path, out: &mut impl Write) -> Result<(), Stri
         emit(o)?;
     }
     Ok(())
-}
-
-/// The cpa_detection / cpa_done fields of api.md §4.
-pub fn envelope_fields(o: cpa::Output) -> (&'static str, Map<String, Value>) {
-    let mut m = Map::new();
-    match o {
-        cpa::Output::Detection(d) => {
-            m.insert("result".into(), json!(d.result));
-            m.insert("detection_ms".into(), json!(d.detection_ms));
-            m.insert("top_frequencies".into(), json!(d.top_frequencies));
-            if let Some(on) = d.onset_ms {
-                m.insert("onset_ms".into(), json!(on));
-            }
-            if let Some(f) = d.frequency_hz {
-                m.insert("frequency_hz".into(), json!(f));
-            }
-            ("cpa_detection", m)
-        }
-        cpa::Output::Done { result, reason } => {
-            m.insert("result".into(), json!(result));
-            m.insert("reason".into(), json!(reason.as_str()));
-            ("cpa_done", m)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -123,6 +123,8 @@ pub struct OutboundCall {
     pub events: EventSink,
     /// make_call's `record`: a stereo WAV of the whole answered call (api.md §3.16).
     pub record: bool,
+    /// make_call's `cpa_config`, resolved: analysis runs from answer.
+    pub cpa: Option<crate::request::SetCpaParams>,
 }
 
 /// How dialing ended.
@@ -149,6 +151,8 @@ struct Leg {
     to_number: String,
     /// Set while a stream is up, for `request_get_call`.
     streaming: bool,
+    /// Live CPA; awaited at hangup so its cpa_done comes before the hangup event.
+    cpa_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Leg {
@@ -158,6 +162,9 @@ impl Leg {
         let (report, rest) = media.stop().await;
         for e in rest {
             self.media_event(e).await;
+        }
+        if let Some(t) = self.cpa_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
         self.hangup(h).await;
         if let (true, Some(r)) = (media.answered, report) {
@@ -293,6 +300,7 @@ impl OutboundCall {
             mut media,
             events,
             record,
+            cpa,
         } = self;
         let mut leg = Leg {
             sw: sw.clone(),
@@ -305,6 +313,7 @@ impl OutboundCall {
             from_number: from_number.clone(),
             to_number: to_number.clone(),
             streaming: false,
+            cpa_task: None,
         };
         let call_id = format!("{uuid}@{}", sw.local.host);
         // Registered before the INVITE leaves: a carrier may send BYE right behind its 200.
@@ -395,6 +404,9 @@ impl OutboundCall {
                     media.send(media::leg::Command::StartRecord { path, done });
                 }
                 leg.answered = Some(Instant::now());
+                if let Some(config) = cpa {
+                    leg.cpa_task = Some(start_cpa(&sw, &uuid, &events, &media, config));
+                }
                 events.publish("originate", originate("OK", 0)).await;
                 events
                     .publish(
@@ -425,6 +437,27 @@ impl OutboundCall {
         drop(slot);
         drop(media);
     }
+}
+
+/// Taps the caller's audio into a CPA task (api.md §3.1): events go to the configuration's
+/// subject if it has one, and with `log_voice` the analysed audio is kept under the data dir.
+fn start_cpa(
+    sw: &Switch,
+    uuid: &str,
+    events: &EventSink,
+    media: &MediaSession,
+    config: crate::request::SetCpaParams,
+) -> tokio::task::JoinHandle<()> {
+    let (tap, audio) = mpsc::channel(64);
+    media.send(media::leg::Command::Tap(tap));
+    let mut sink = events.clone();
+    if let Some(subject) = &config.event_subject {
+        sink.subject = subject.clone();
+    }
+    let log = config
+        .log_voice
+        .then(|| sw.data_dir.join(format!("cpa/{uuid}.wav")));
+    tokio::spawn(crate::cpa_run::run(config, audio, sink, log))
 }
 
 /// Where a SIP URI points (its host and port, and transport param), resolved.
@@ -1076,6 +1109,7 @@ impl InboundCall {
             from_number: from_number.clone(),
             to_number: to_number.clone(),
             streaming: false,
+            cpa_task: None,
         };
 
         let mut ringing = response_to(&invite, 180, Some(&tag));

@@ -4,6 +4,7 @@
 pub mod call;
 pub mod cause;
 pub mod cpa_configs;
+pub mod cpa_run;
 pub mod directory;
 pub mod error;
 pub mod events;

@@ -413,14 +413,15 @@ async fn make_call(sw: &Arc<Switch>, m: request::MakeCall) -> Reply {
         }
     }
     check_tenant(sw, &m.tenant_id)?;
-    if let Some(c) = &m.cpa_config {
-        if sw.cpa_configs.get(c).await.is_none() {
-            return Err(ApiError::new(
+    let cpa = match &m.cpa_config {
+        Some(c) => Some(sw.cpa_configs.get(c).await.ok_or_else(|| {
+            ApiError::new(
                 StatusCode::UnknownCpaConfig,
                 format!("cpa_config '{c}' does not exist"),
-            ));
-        }
-    }
+            )
+        })?),
+        None => None,
+    };
     let selected = sw.registry.select(&m.gateway).map_err(|e| match e {
         gateway::SelectError::Unknown(s) => ApiError::new(StatusCode::DialFailed, s),
         gateway::SelectError::AllBusy(s) => ApiError::new(StatusCode::Throttled, s),
@@ -458,6 +459,7 @@ async fn make_call(sw: &Arc<Switch>, m: request::MakeCall) -> Reply {
         slot: selected.slot,
         media: MediaSession::new(lease, sw.media.clone()),
         record: m.record,
+        cpa,
         events,
     };
     tracing::info!(call_uuid = %uuid, gateway = %m.gateway, "make_call");
