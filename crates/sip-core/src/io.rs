@@ -258,32 +258,6 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, out: mpsc::UnboundedSen
     });
 }
 
-/// The headers every request and response must have (§8.1.1); without them there is no
-/// transaction to answer in.
-fn well_formed(m: &Message) -> Result<(), &'static str> {
-    let h = m.headers();
-    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        if h.get(name).is_none() {
-            return Err("missing mandatory header");
-        }
-    }
-    let cseq = h.get("CSeq").and_then(msg::CSeq::parse).ok_or("bad CSeq")?;
-    if let Message::Request(r) = m {
-        if cseq.method != r.method {
-            return Err("CSeq method does not match the request");
-        }
-        if r.top_via().is_none() {
-            return Err("bad Via");
-        }
-        if msg::NameAddr::parse(h.get("From").unwrap_or_default()).is_none()
-            || msg::NameAddr::parse(h.get("To").unwrap_or_default()).is_none()
-        {
-            return Err("bad From or To");
-        }
-    }
-    Ok(())
-}
-
 impl Driver {
     async fn run(
         mut self,
@@ -388,7 +362,7 @@ impl Driver {
 
     fn incoming(&mut self, now: Instant, peer: Peer, m: Message) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        if let Err(why) = well_formed(&m) {
+        if let Err(why) = msg::validate(&m) {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(from = %peer.addr, why, "malformed SIP message");
             if let Message::Request(r) = &m {

@@ -561,6 +561,7 @@ pub fn parse(buf: &[u8], framing: Framing) -> Result<(Message, usize), ParseErro
         }
     }
     let mut headers = Headers::new();
+    let mut content_lengths = 0;
     for field in &fields {
         let (name, value) = field
             .split_once(':')
@@ -576,7 +577,13 @@ pub fn parse(buf: &[u8], framing: Framing) -> Result<(Message, usize), ParseErro
         if name.len() + value.len() > MAX_HEADER_LEN {
             return Err(ParseError::Invalid("header too long"));
         }
+        content_lengths += usize::from(name == "Content-Length");
         headers.list.push((name, value.to_string()));
+    }
+    // Printing always writes exactly one Content-Length. Without room for it, a datagram with
+    // MAX_HEADERS headers and none of its own would parse but could not be forwarded or echoed.
+    if headers.len() - content_lengths + 1 > MAX_HEADERS {
+        return Err(ParseError::Invalid("too many headers"));
     }
 
     let content_length = framing_length(&headers, framing)?;
@@ -746,6 +753,7 @@ pub fn validate(m: &Message) -> Result<(), &'static str> {
     }
     for name in ["Contact", "Route", "Record-Route"] {
         for v in h.get_all(name) {
+            // REGISTER's "remove every binding" (RFC 3261 §10.2.2).
             if name == "Contact" && v == "*" {
                 continue;
             }
@@ -777,6 +785,8 @@ pub fn validate(m: &Message) -> Result<(), &'static str> {
             return Err("Content-Length does not match the body");
         }
     }
+    // RFC 4475 §3.1.2.12 allows ignoring a bad Date instead; we refuse it so that nothing above
+    // ever has to cope with a non-GMT one (a registrar echoes Date in its 200).
     if let Some(v) = h.get("Date") {
         if !is_sip_date(v) {
             return Err("malformed Date");
@@ -1372,9 +1382,10 @@ mod tests {
     #[test]
     fn uri_user_part_may_hold_question_marks_and_semicolons() {
         // RFC 4475 §3.1.1.2 (intmeth): everything up to the first '@' is userinfo.
-        let u = Uri::parse(
-            "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com",
-        )
+        let u = Uri::parse(concat!(
+            "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*",
+            ":&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com"
+        ))
         .unwrap();
         assert_eq!(
             u.user.as_deref(),
