@@ -36,10 +36,16 @@ test: deps-test
 	$(CARGO) build -p botstream
 	$(CARGO) test --workspace --no-fail-fast
 
+# N concurrent streamed calls (SIPp echoing RTP, a local WSS echo app), N rising until the
+# switch loses something; report in bench/results/media.md. BENCH_CALLS and BENCH_HOLD override.
+BENCH_CALLS ?= 50,200,500,1000,2000
+BENCH_HOLD ?= 15
 bench: deps-test
-	$(CARGO) build --release -p botstream
+	$(CARGO) build --release -p botstream -p e2e --examples
 	@mkdir -p bench/results
-	@echo "make bench: the media benchmark arrives with the media path (issue 3)"
+	ulimit -n 65536 2>/dev/null || ulimit -n 8192; \
+	BOTSTREAM_BIN=$(CURDIR)/target/release/botstream \
+	  $(CARGO) run --release -p e2e --example bench -- bench/results/media.md $(BENCH_CALLS) $(BENCH_HOLD)
 
 bench-cpa:
 	@mkdir -p bench/results

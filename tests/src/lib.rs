@@ -573,6 +573,15 @@ pub enum WsIn {
 
 impl WsServer {
     pub async fn start() -> WsServer {
+        Self::start_mode(false).await
+    }
+
+    /// An app that sends every audio frame straight back (the benchmark's WSS echo server).
+    pub async fn start_echo() -> WsServer {
+        Self::start_mode(true).await
+    }
+
+    async fn start_mode(echo: bool) -> WsServer {
         use futures::SinkExt;
         use tokio_tungstenite::tungstenite::Message;
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])

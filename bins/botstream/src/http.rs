@@ -116,6 +116,21 @@ fn metrics(sw: &api::Switch) -> String {
         "botstream_ws_frames_dropped_total {}",
         sw.media.counters.ws_frames_dropped.load(Ordering::Relaxed)
     );
+    let _ = writeln!(s, "# TYPE botstream_ws_forward_latency_us histogram");
+    let counts = sw.media.counters.forward_latency.snapshot();
+    let mut cumulative = 0;
+    for (i, n) in counts.iter().enumerate() {
+        cumulative += n;
+        let le = media::leg::LATENCY_BUCKETS_US
+            .get(i)
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "+Inf".into());
+        let _ = writeln!(
+            s,
+            "botstream_ws_forward_latency_us_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(s, "botstream_ws_forward_latency_us_count {cumulative}");
     let _ = writeln!(s, "# TYPE botstream_gateway_up gauge");
     for (name, up) in sw.registry.statuses() {
         let _ = writeln!(

@@ -47,6 +47,35 @@ pub struct MediaCounters {
     pub streams_active: AtomicI64,
     /// Caller frames shed because the app read too slowly.
     pub ws_frames_dropped: AtomicU64,
+    /// From an RTP packet's arrival to its PCM frame written to the app's socket.
+    pub forward_latency: LatencyHistogram,
+}
+
+/// Fixed buckets (upper bounds in µs) so recording is one atomic add on the hot path.
+pub const LATENCY_BUCKETS_US: [u64; 12] = [
+    25, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000, 10000, 50000,
+];
+
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// One counter per bucket, plus one for everything slower.
+    counts: [AtomicU64; 13],
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Per-bucket counts (not cumulative); the last is above the largest bound.
+    pub fn snapshot(&self) -> [u64; 13] {
+        std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed))
+    }
 }
 
 #[derive(Clone)]
@@ -326,10 +355,18 @@ impl Leg {
                 }
                 self.connecting = true;
                 let tls = self.cfg.tls.clone();
+                let counters = self.cfg.counters.clone();
                 let back = self.opened.clone();
                 tokio::spawn(async move {
-                    let r =
-                        ws::open(&url, tls, first_frame, sample_rate, Duration::from_secs(3)).await;
+                    let r = ws::open(
+                        &url,
+                        tls,
+                        first_frame,
+                        sample_rate,
+                        Duration::from_secs(3),
+                        counters,
+                    )
+                    .await;
                     if let Some(back) = back {
                         let _ = back.send((r, sample_rate, done)).await;
                     }
@@ -565,7 +602,11 @@ impl Leg {
                 }
                 None => to_le_bytes(&pcm),
             };
-            if s.handle.to_app.try_send(ToApp::Audio(bytes)).is_err() {
+            if s.handle
+                .to_app
+                .try_send(ToApp::Audio(bytes, std::time::Instant::now()))
+                .is_err()
+            {
                 self.cfg
                     .counters
                     .ws_frames_dropped

@@ -33,7 +33,8 @@ pub enum FromApp {
 /// What the media task sends to the app.
 #[derive(Debug)]
 pub enum ToApp {
-    Audio(Vec<u8>),
+    /// A caller frame and when its RTP packet arrived (for the forwarding latency).
+    Audio(Vec<u8>, std::time::Instant),
     Text(String),
     /// Close with a normal close frame (stop_stream, hangup).
     Close,
@@ -140,6 +141,7 @@ pub async fn open(
     first_frame: String,
     sample_rate: u32,
     timeout: Duration,
+    counters: Arc<crate::leg::MediaCounters>,
 ) -> Result<StreamHandle, String> {
     let connector = tokio_tungstenite::Connector::Rustls(tls);
     let connect =
@@ -158,10 +160,11 @@ pub async fn open(
         let closed = loop {
             tokio::select! {
                 out = outgoing.recv() => match out {
-                    Some(ToApp::Audio(b)) => {
+                    Some(ToApp::Audio(b, arrived)) => {
                         if let Err(e) = sink.send(Message::Binary(b.into())).await {
                             break FromApp::Closed { reason: format!("socket error: {e}"), code: 1006 };
                         }
+                        counters.forward_latency.record(arrived.elapsed());
                     }
                     Some(ToApp::Text(t)) => {
                         if let Err(e) = sink.send(Message::Text(t.into())).await {
