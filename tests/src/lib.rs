@@ -618,6 +618,16 @@ impl WsServer {
                         }
                         _ => return,
                     };
+                    if echo {
+                        while let Some(Ok(m)) = source.next().await {
+                            if let Message::Binary(b) = m {
+                                if sink.send(Message::Binary(b)).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        return;
+                    }
                     let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
                     let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
                     let _ = tx.send(WsConn {

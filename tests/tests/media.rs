@@ -79,6 +79,18 @@ async fn app_audio_comes_back_through_the_carrier_echo_and_stop_play_stops_it() 
         .await;
     assert_eq!(r["status_code"], 0, "{r}");
     assert_eq!(r["request_name"], "request_stop_play");
+    // The mark queued behind the flushed tone is reported, to NATS and on the socket.
+    let m = app.event(&uuid, "play_mark", T).await;
+    assert_eq!(m["name"], "after-tone");
+    let mut saw_mark = false;
+    let end = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(m)) = tokio::time::timeout_at(end, conn.incoming.recv()).await {
+        if let WsIn::Text(t) = m {
+            saw_mark |= t.contains("after-tone");
+            break;
+        }
+    }
+    assert!(saw_mark, "the mark came back on the socket");
     let _ = conn.collect(Duration::from_millis(300)).await;
     let after = conn.collect(Duration::from_millis(500)).await;
     assert!(

@@ -748,30 +748,22 @@ fn media_request(
                 reason: "stop_stream".into(),
                 done: tx,
             });
-            tokio::spawn(async move {
-                let r = match rx.await {
-                    Ok(true) => Ok(Map::new()),
-                    _ => Err(ApiError::new(
-                        StatusCode::InvalidRequest,
-                        "the call has no stream",
-                    )),
-                };
-                let _ = done.send(r);
-            });
+            answer_when_acted(
+                rx,
+                done,
+                StatusCode::InvalidRequest,
+                "the call has no stream",
+            );
         }
         MediaRequest::StopPlay => {
             let (tx, rx) = oneshot::channel();
             media.send(C::StopPlay { done: tx });
-            tokio::spawn(async move {
-                let r = match rx.await {
-                    Ok(true) => Ok(Map::new()),
-                    _ => Err(ApiError::new(
-                        StatusCode::StopPlayFailed,
-                        "the call has no stream playing",
-                    )),
-                };
-                let _ = done.send(r);
-            });
+            answer_when_acted(
+                rx,
+                done,
+                StatusCode::StopPlayFailed,
+                "the call has no stream playing",
+            );
         }
         MediaRequest::SendDtmf {
             digits,
@@ -815,18 +807,30 @@ fn media_request(
         MediaRequest::StopRecord => {
             let (tx, rx) = oneshot::channel();
             media.send(C::StopRecord { done: tx });
-            tokio::spawn(async move {
-                let r = match rx.await {
-                    Ok(true) => Ok(Map::new()),
-                    _ => Err(ApiError::new(
-                        StatusCode::InvalidRequest,
-                        "the call is not being recorded",
-                    )),
-                };
-                let _ = done.send(r);
-            });
+            answer_when_acted(
+                rx,
+                done,
+                StatusCode::InvalidRequest,
+                "the call is not being recorded",
+            );
         }
     }
+}
+
+/// Answers `done` once the leg says whether it had something to act on (a stream, a recording).
+fn answer_when_acted(
+    acted: oneshot::Receiver<bool>,
+    done: oneshot::Sender<Result<Map<String, Value>, ApiError>>,
+    refusal: StatusCode,
+    why: &'static str,
+) {
+    tokio::spawn(async move {
+        let r = match acted.await {
+            Ok(true) => Ok(Map::new()),
+            _ => Err(ApiError::new(refusal, why)),
+        };
+        let _ = done.send(r);
+    });
 }
 
 /// A media request as the call task receives it.

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::dtmf::{self, Rfc4733Receiver};
 use crate::g711::{self, Law};
+use crate::jitter::{JitterBuffer, Pulled};
 use crate::playout::PlayoutQueue;
 use crate::ports::PortLease;
 use crate::resample::Upsampler;
@@ -182,7 +183,6 @@ struct Stream {
 struct Recording {
     writer: StereoWavWriter,
     path: PathBuf,
-    left: Vec<i16>,
 }
 
 struct Leg {
@@ -213,6 +213,10 @@ struct Leg {
     rtt_ms: Option<f64>,
     last_sr: Option<(u32, Instant)>,
     started: Instant,
+    /// The caller's audio on our 20 ms clock (reordered, losses concealed) for the consumers
+    /// that need a steady timeline: the recording and call progress analysis. The stream to the
+    /// app does not wait for it.
+    jitter: JitterBuffer,
     stream: Option<Stream>,
     connecting: bool,
     opened: Option<mpsc::Sender<Opened>>,
@@ -255,6 +259,7 @@ impl Leg {
             rtt_ms: None,
             last_sr: None,
             started: Instant::now(),
+            jitter: JitterBuffer::new(SAMPLES, 50),
             stream: None,
             connecting: false,
             opened: None,
@@ -377,13 +382,8 @@ impl Leg {
                 let _ = done.send(had);
             }
             Command::StopPlay { done } => {
-                let had = match self.playout.as_mut() {
-                    Some(q) => {
-                        q.clear();
-                        true
-                    }
-                    None => false,
-                };
+                let had = self.playout.is_some();
+                self.clear_playout();
                 let _ = done.send(had);
             }
             Command::SendDtmf {
@@ -405,11 +405,7 @@ impl Leg {
                 match StereoWavWriter::create(&path, 8000) {
                     Ok(writer) => {
                         self.stop_record();
-                        self.recording = Some(Recording {
-                            writer,
-                            path,
-                            left: Vec::new(),
-                        });
+                        self.recording = Some(Recording { writer, path });
                         let _ = done.send(Ok(()));
                     }
                     Err(e) => {
@@ -471,6 +467,25 @@ impl Leg {
         true
     }
 
+    /// Barge-in: drops the queued audio; marks queued behind it are reported at once, so an
+    /// app waiting for one is not left waiting.
+    fn clear_playout(&mut self) {
+        let Some(q) = self.playout.as_mut() else {
+            return;
+        };
+        for name in q.clear() {
+            self.mark_reached(name);
+        }
+    }
+
+    fn mark_reached(&mut self, name: String) {
+        if let Some(s) = &self.stream {
+            let text = serde_json::json!({"event": "mark", "name": name}).to_string();
+            let _ = s.handle.to_app.try_send(ToApp::Text(text));
+        }
+        self.emit(Event::PlayMark { name });
+    }
+
     fn stop_record(&mut self) -> bool {
         let Some(r) = self.recording.take() else {
             return false;
@@ -519,11 +534,7 @@ impl Leg {
                     }
                 }
             }
-            Some(FromApp::Clear) => {
-                if let Some(q) = self.playout.as_mut() {
-                    q.clear();
-                }
-            }
+            Some(FromApp::Clear) => self.clear_playout(),
             Some(FromApp::Mark(name)) => {
                 if let Some(q) = self.playout.as_mut() {
                     q.push_mark(name);
@@ -613,18 +624,12 @@ impl Leg {
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
-        if let Some(r) = self.recording.as_mut() {
-            r.left.extend_from_slice(&pcm);
-            // Bounded: a caller clock faster than ours must not grow this.
-            if r.left.len() > SAMPLES * 10 {
-                let excess = r.left.len() - SAMPLES * 10;
-                r.left.drain(..excess);
-            }
-        }
-        if let Some(tap) = &self.tap {
-            if tap.try_send(pcm).is_err() && tap.is_closed() {
-                self.tap = None;
-            }
+        if self.recording.is_some() || self.tap.is_some() {
+            let arrival_ms = (now - self.started).as_millis() as u64;
+            // Duplicates and late packets are the buffer's to refuse; nothing else to do then.
+            let _ = self
+                .jitter
+                .push(arrival_ms, h.seq, h.timestamp, h.ssrc, pcm);
         }
     }
 
@@ -698,22 +703,20 @@ impl Leg {
         if let Some(q) = self.playout.as_mut() {
             let (marks, _) = q.next_frame(&mut frame);
             for name in marks {
-                if let Some(s) = &self.stream {
-                    let text = serde_json::json!({"event": "mark", "name": name}).to_string();
-                    let _ = s.handle.to_app.try_send(ToApp::Text(text));
-                }
-                self.emit(Event::PlayMark { name });
+                self.mark_reached(name);
             }
         }
-        if let Some(r) = self.recording.as_mut() {
-            let n = r.left.len().min(SAMPLES);
-            let mut left: Vec<i16> = r.left.drain(..n).collect();
-            left.resize(SAMPLES, 0);
-            if let Err(e) = r.writer.write(&left, &frame) {
-                let status = format!("recording {}: {e}", r.path.display());
-                self.recording = None;
-                self.emit(Event::Error { status });
+        if self.recording.is_some() || self.tap.is_some() {
+            let caller = match self.jitter.pull() {
+                Pulled::Frame(f) | Pulled::Concealed(f) => f,
+                Pulled::Empty => vec![0; SAMPLES],
+            };
+            if let Some(tap) = &self.tap {
+                if tap.try_send(caller.clone()).is_err() && tap.is_closed() {
+                    self.tap = None;
+                }
             }
+            self.record(&caller, &frame);
         }
         let mut packet = Vec::with_capacity(12 + SAMPLES);
         if let Some((pt, event)) = self.next_dtmf_packet() {
@@ -752,6 +755,18 @@ impl Leg {
         self.sent_octets = self.sent_octets.wrapping_add((packet.len() - 12) as u32);
         if self.lease.rtp.try_send_to(&packet, remote).is_ok() {
             self.cfg.counters.rtp_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One 20 ms stereo frame: the caller left, what we played right.
+    fn record(&mut self, caller: &[i16], played: &[i16]) {
+        let Some(r) = self.recording.as_mut() else {
+            return;
+        };
+        if let Err(e) = r.writer.write(caller, played) {
+            let status = format!("recording {}: {e}", r.path.display());
+            self.recording = None;
+            self.emit(Event::Error { status });
         }
     }
 
