@@ -125,12 +125,16 @@ pub fn botstream_bin() -> PathBuf {
     if let Ok(p) = std::env::var("BOTSTREAM_BIN") {
         return PathBuf::from(p);
     }
+    // The newest build wins: a release binary left by `make bench` must not shadow the debug
+    // build `make test` just made.
     let root = repo_root();
-    for profile in ["release", "debug"] {
-        let p = root.join("target").join(profile).join("botstream");
-        if p.exists() {
-            return p;
-        }
+    let newest = ["release", "debug"]
+        .iter()
+        .map(|profile| root.join("target").join(profile).join("botstream"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max();
+    if let Some((_, p)) = newest {
+        return p;
     }
     panic!("botstream binary not built: run `cargo build -p botstream` (make test does)");
 }

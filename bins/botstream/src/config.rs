@@ -35,6 +35,12 @@ pub struct Cli {
     /// SIP over TLS (needs sip.tls_cert/tls_key) [default: off]
     #[arg(long, env = "BOTSTREAM_SIP_TLS_LISTEN")]
     pub sip_tls_listen: Option<String>,
+    /// PEM certificate chain for SIP over TLS
+    #[arg(long, env = "BOTSTREAM_SIP_TLS_CERT")]
+    pub sip_tls_cert: Option<PathBuf>,
+    /// PEM private key for SIP over TLS
+    #[arg(long, env = "BOTSTREAM_SIP_TLS_KEY")]
+    pub sip_tls_key: Option<PathBuf>,
     /// Comma-separated CIDRs allowed to place inbound calls [default: 127.0.0.0/8]
     #[arg(long, env = "BOTSTREAM_SIP_INBOUND_ACL")]
     pub sip_inbound_acl: Option<String>,
@@ -208,6 +214,8 @@ pub struct Settings {
     pub api_subject: String,
     pub pod_id: String,
     pub sip_listen: SocketAddr,
+    /// SIP over TLS: listen address, certificate chain and key (PEM files).
+    pub sip_tls: Option<(SocketAddr, PathBuf, PathBuf)>,
     pub public_ip: IpAddr,
     pub inbound_acl: Vec<api::Cidr>,
     pub rtp_ports: (u16, u16),
@@ -272,10 +280,20 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
-        if cli.sip_tls_listen.is_some() || file.sip.tls_listen.is_some() {
-            let _ = (&file.sip.tls_cert, &file.sip.tls_key);
-            return Err("sip.tls_listen: SIP over TLS is not available in this build yet".into());
-        }
+        let sip_tls = match cli.sip_tls_listen.clone().or(file.sip.tls_listen.clone()) {
+            None => None,
+            Some(l) => {
+                let addr: SocketAddr = l
+                    .parse()
+                    .map_err(|_| format!("sip.tls_listen '{l}' is not IP:PORT"))?;
+                let cert = cli.sip_tls_cert.clone().or(file.sip.tls_cert.clone());
+                let key = cli.sip_tls_key.clone().or(file.sip.tls_key.clone());
+                match (cert, key) {
+                    (Some(c), Some(k)) => Some((addr, c, k)),
+                    _ => return Err("sip.tls_listen needs sip.tls_cert and sip.tls_key".into()),
+                }
+            }
+        };
         let pick = |flag: &Option<String>, file: &Option<String>, default: &str| {
             flag.clone()
                 .or_else(|| file.clone())
@@ -315,6 +333,7 @@ impl Settings {
             api_subject: pick(&cli.api_subject, &file.api.subject, "botstream.api"),
             pod_id: cli.pod_id.clone().or(file.pod.id).unwrap_or_else(host_name),
             sip_listen,
+            sip_tls,
             public_ip,
             inbound_acl,
             rtp_ports,

@@ -90,7 +90,17 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         .await
         .map_err(|e| format!("JetStream KV (is nats-server running with -js?): {e}"))?;
 
-    let (stack, front) = sip_core::io::SipStack::bind(s.sip_listen, Default::default())
+    let ws_tls = media::ws::tls_config(s.ws_tls_verify, s.ws_ca_file.as_deref())
+        .map_err(|e| format!("ws TLS: {e}"))?;
+    let sip_tls = sip_core::io::TlsOptions {
+        listen: match &s.sip_tls {
+            Some((addr, cert, key)) => Some((*addr, sip_tls_server(cert, key)?)),
+            None => None,
+        },
+        // Towards trunks: encrypted, certificates not checked against names (see io.rs).
+        client: Some(media::ws::tls_config(false, None).map_err(|e| format!("SIP TLS: {e}"))?),
+    };
+    let (stack, front) = sip_core::io::SipStack::bind(s.sip_listen, sip_tls, Default::default())
         .await
         .map_err(|e| format!("cannot listen for SIP on {}: {e}", s.sip_listen))?;
     let local = sip_core::dialog::Local {
@@ -142,8 +152,7 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         ports,
         media::leg::MediaConfig {
             media_timeout: Duration::from_secs(s.media_timeout_secs),
-            tls: media::ws::tls_config(s.ws_tls_verify, s.ws_ca_file.as_deref())
-                .map_err(|e| format!("ws TLS: {e}"))?,
+            tls: ws_tls,
             counters: Default::default(),
         },
         s.data_dir.clone(),
@@ -166,6 +175,9 @@ async fn run(s: Settings) -> Result<(), BoxError> {
     tokio::spawn(api::service::serve(sw.clone(), direct, true));
     ready.store(true, Ordering::Relaxed);
     tracing::info!(pod = %s.pod_id, sip = %stack.local_addr, api = %s.api_subject, "BotStream ready");
+    if let Some(tls) = stack.tls_local_addr {
+        tracing::info!(sip_tls = %tls, "SIP over TLS");
+    }
 
     shutdown_signal().await;
     tracing::info!(drain_secs = s.drain_secs, "shutting down: draining calls");
@@ -176,6 +188,28 @@ async fn run(s: Settings) -> Result<(), BoxError> {
     let _ = client.flush().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The server side of SIP over TLS from PEM files (sip.tls_cert, sip.tls_key).
+fn sip_tls_server(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("sip.tls_cert {}: {e}", cert.display()))?;
+    let key_der = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+        .map_err(|e| format!("sip.tls_key {}: {e}", key.display()))?
+        .ok_or_else(|| format!("sip.tls_key {}: no private key found", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| format!("sip.tls_cert/tls_key: {e}"))?;
+    Ok(Arc::new(config))
 }
 
 async fn shutdown_signal() {

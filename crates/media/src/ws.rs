@@ -144,8 +144,12 @@ pub async fn open(
     counters: Arc<crate::leg::MediaCounters>,
 ) -> Result<StreamHandle, String> {
     let connector = tokio_tungstenite::Connector::Rustls(tls);
-    let connect =
-        tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector));
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        url,
+        Some(ws_config()),
+        true,
+        Some(connector),
+    );
     let (ws, _) = tokio::time::timeout(timeout, connect)
         .await
         .map_err(|_| format!("WebSocket handshake with {url} took longer than {timeout:?}"))?
@@ -204,6 +208,19 @@ pub async fn open(
         from_app,
         sample_rate,
     })
+}
+
+/// Buffers sized for thousands of streams: tungstenite's defaults (128 KiB read and write
+/// buffers, 64 MiB messages) cost ~240 KiB per call and let one app make us hold 64 MiB. Frames
+/// are 320-640 bytes and each is sent at once, so small buffers lose nothing; a TTS burst of up
+/// to two minutes at 16 kHz still fits one message.
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(Some(4 * 1024 * 1024))
+        .max_frame_size(Some(4 * 1024 * 1024))
 }
 
 /// `{"event":"clear"}` and `{"event":"mark","name":"..."}`; anything else is ignored.

@@ -81,28 +81,56 @@ pub struct SipStats {
 pub struct SipStack {
     cmd: mpsc::UnboundedSender<Command>,
     pub local_addr: SocketAddr,
+    /// Where SIP over TLS is accepted, if it is.
+    pub tls_local_addr: Option<SocketAddr>,
     pub stats: Arc<SipStats>,
 }
 
+/// SIP over TLS: where to accept it (with our certificate) and how to open it towards gateways.
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    pub listen: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// For gateways with `;transport=tls`; without it such requests fail like an unreachable peer.
+    pub client: Option<Arc<rustls::ClientConfig>>,
+}
+
 impl SipStack {
-    /// Binds UDP and TCP on `listen` and starts the task. Requests outside any registered call
-    /// arrive on the returned receiver.
+    /// Binds UDP and TCP on `listen` (and TLS if configured) and starts the task. Requests
+    /// outside any registered call arrive on the returned receiver.
     pub async fn bind(
         listen: SocketAddr,
+        tls: TlsOptions,
         timers: TimerConfig,
     ) -> std::io::Result<(SipStack, mpsc::UnboundedReceiver<ServerEvent>)> {
         let udp = Arc::new(UdpSocket::bind(listen).await?);
         let local_addr = udp.local_addr()?;
         let tcp = TcpListener::bind(local_addr).await?;
+        let tls_listener = match &tls.listen {
+            Some((addr, config)) => Some((TcpListener::bind(addr).await?, config.clone())),
+            None => None,
+        };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (front_tx, front_rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(SipStats::default());
         tokio::spawn(udp_reader(udp.clone(), net_tx.clone()));
         tokio::spawn(tcp_acceptor(tcp, net_tx.clone()));
+        let tls_local = match tls_listener {
+            Some((listener, config)) => {
+                let addr = listener.local_addr().ok();
+                tokio::spawn(tls_acceptor(
+                    listener,
+                    tokio_rustls::TlsAcceptor::from(config),
+                    net_tx.clone(),
+                ));
+                addr
+            }
+            None => None,
+        };
         let driver = Driver {
             layer: TransactionLayer::new(timers),
             udp,
+            tls_client: tls.client.clone(),
             tcp_conns: HashMap::new(),
             net_tx,
             clients: HashMap::new(),
@@ -116,6 +144,7 @@ impl SipStack {
             SipStack {
                 cmd: cmd_tx,
                 local_addr,
+                tls_local_addr: tls_local,
                 stats,
             },
             front_rx,
@@ -172,15 +201,17 @@ enum NetEvent {
     Datagram(SocketAddr, Vec<u8>),
     Stream(Transport, SocketAddr, Message),
     StreamMalformed(SocketAddr),
-    TcpOpened(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
-    TcpClosed(SocketAddr),
-    TcpFailed(SocketAddr, Vec<u8>),
+    /// A TCP or TLS connection is up; messages to that peer go through its writer.
+    StreamOpened(Peer, mpsc::UnboundedSender<Vec<u8>>),
+    StreamClosed(Peer),
+    StreamFailed(Peer, Vec<u8>),
 }
 
 struct Driver {
     layer: TransactionLayer,
     udp: Arc<UdpSocket>,
-    tcp_conns: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
+    tls_client: Option<Arc<rustls::ClientConfig>>,
+    tcp_conns: HashMap<Peer, mpsc::UnboundedSender<Vec<u8>>>,
     net_tx: mpsc::UnboundedSender<NetEvent>,
     clients: HashMap<TxId, mpsc::UnboundedSender<ClientEvent>>,
     calls: HashMap<String, mpsc::UnboundedSender<ServerEvent>>,
@@ -210,7 +241,14 @@ async fn udp_reader(sock: Arc<UdpSocket>, out: mpsc::UnboundedSender<NetEvent>) 
 async fn tcp_acceptor(listener: TcpListener, out: mpsc::UnboundedSender<NetEvent>) {
     loop {
         match listener.accept().await {
-            Ok((stream, from)) => spawn_connection(stream, from, out.clone()),
+            Ok((stream, from)) => spawn_connection(
+                stream,
+                Peer {
+                    transport: Transport::Tcp,
+                    addr: from,
+                },
+                out.clone(),
+            ),
             Err(e) => {
                 tracing::warn!(error = %e, "tcp accept");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -219,10 +257,49 @@ async fn tcp_acceptor(listener: TcpListener, out: mpsc::UnboundedSender<NetEvent
     }
 }
 
-fn spawn_connection(stream: TcpStream, peer: SocketAddr, out: mpsc::UnboundedSender<NetEvent>) {
+async fn tls_acceptor(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    out: mpsc::UnboundedSender<NetEvent>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                let acceptor = acceptor.clone();
+                let out = out.clone();
+                // The handshake runs apart, so one slow or hostile client holds up no one.
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => spawn_connection(
+                            tls,
+                            Peer {
+                                transport: Transport::Tls,
+                                addr: from,
+                            },
+                            out,
+                        ),
+                        _ => tracing::debug!(%from, "TLS handshake failed"),
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tls accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A connected stream (TCP or TLS): one task writes what the driver sends, one reads and frames.
+fn spawn_connection<S>(stream: S, peer: Peer, out: mpsc::UnboundedSender<NetEvent>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     let (writer_tx, mut writer_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let _ = out.send(NetEvent::TcpOpened(peer, writer_tx));
-    let (mut rd, mut wr) = stream.into_split();
+    let _ = out.send(NetEvent::StreamOpened(peer, writer_tx));
+    let (mut rd, mut wr) = tokio::io::split(stream);
     tokio::spawn(async move {
         while let Some(bytes) = writer_rx.recv().await {
             if wr.write_all(&bytes).await.is_err() {
@@ -242,19 +319,19 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, out: mpsc::UnboundedSen
                 match msg::parse(&buf, Framing::Stream) {
                     Ok((m, used)) => {
                         buf.drain(..used);
-                        let _ = out.send(NetEvent::Stream(Transport::Tcp, peer, m));
+                        let _ = out.send(NetEvent::Stream(peer.transport, peer.addr, m));
                     }
                     Err(msg::ParseError::Incomplete) => break,
                     Err(_) => {
                         // A stream cannot be resynchronised after a framing error (§18.3).
-                        let _ = out.send(NetEvent::StreamMalformed(peer));
-                        let _ = out.send(NetEvent::TcpClosed(peer));
+                        let _ = out.send(NetEvent::StreamMalformed(peer.addr));
+                        let _ = out.send(NetEvent::StreamClosed(peer));
                         return;
                     }
                 }
             }
         }
-        let _ = out.send(NetEvent::TcpClosed(peer));
+        let _ = out.send(NetEvent::StreamClosed(peer));
     });
 }
 
@@ -342,17 +419,13 @@ impl Driver {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%from, "closed a TCP connection after a malformed message");
             }
-            NetEvent::TcpOpened(addr, w) => {
-                self.tcp_conns.insert(addr, w);
+            NetEvent::StreamOpened(peer, w) => {
+                self.tcp_conns.insert(peer, w);
             }
-            NetEvent::TcpClosed(addr) => {
-                self.tcp_conns.remove(&addr);
+            NetEvent::StreamClosed(peer) => {
+                self.tcp_conns.remove(&peer);
             }
-            NetEvent::TcpFailed(addr, bytes) => {
-                let peer = Peer {
-                    transport: Transport::Tcp,
-                    addr,
-                };
+            NetEvent::StreamFailed(peer, bytes) => {
                 if let Some(id) = self.layer.client_tx_for(peer, &bytes) {
                     self.layer.transport_error(id);
                 }
@@ -395,31 +468,36 @@ impl Driver {
                 }
             }
             Transport::Tcp | Transport::Tls => {
-                if let Some(w) = self.tcp_conns.get(&peer.addr) {
+                if let Some(w) = self.tcp_conns.get(&peer) {
                     if w.send(bytes.clone()).is_ok() {
                         return;
                     }
                 }
                 // Open a connection and send once it is up; a failure ends the transaction.
                 let net = self.net_tx.clone();
+                let tls = self.tls_client.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(
-                        Duration::from_secs(5),
-                        TcpStream::connect(peer.addr),
-                    )
-                    .await
+                    let connect = async {
+                        let tcp = TcpStream::connect(peer.addr).await.ok()?;
+                        if peer.transport == Transport::Tcp {
+                            spawn_connection_then(tcp, peer, net.clone(), bytes.clone());
+                            return Some(());
+                        }
+                        // Trunks are addressed by IP here, so the certificate is not matched to a
+                        // name (FreeSWITCH's default "tls-verify-policy none" likewise).
+                        let connector = tokio_rustls::TlsConnector::from(tls?);
+                        let name = rustls::pki_types::ServerName::IpAddress(peer.addr.ip().into());
+                        let stream = connector.connect(name, tcp).await.ok()?;
+                        spawn_connection_then(stream, peer, net.clone(), bytes.clone());
+                        Some(())
+                    };
+                    if tokio::time::timeout(Duration::from_secs(5), connect)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_none()
                     {
-                        Ok(Ok(stream)) => {
-                            let addr = peer.addr;
-                            let (tx, rx) = tokio::sync::oneshot::channel();
-                            let relay = net.clone();
-                            // Wrap the sender so the first write happens after registration.
-                            spawn_connection_then(stream, addr, relay, bytes, tx);
-                            let _ = rx.await;
-                        }
-                        _ => {
-                            let _ = net.send(NetEvent::TcpFailed(peer.addr, bytes));
-                        }
+                        let _ = net.send(NetEvent::StreamFailed(peer, bytes));
                     }
                 });
             }
@@ -488,27 +566,27 @@ impl Driver {
     }
 }
 
-fn spawn_connection_then(
-    stream: TcpStream,
-    addr: SocketAddr,
+fn spawn_connection_then<S>(
+    stream: S,
+    peer: Peer,
     net: mpsc::UnboundedSender<NetEvent>,
     first: Vec<u8>,
-    done: tokio::sync::oneshot::Sender<()>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     // Register the connection, then queue the first message on it; the driver processes
-    // TcpOpened before any later transmit to this address, so ordering holds.
+    // StreamOpened before any later transmit to this peer, so ordering holds.
     let (relay_tx, mut relay_rx) = mpsc::unbounded_channel::<NetEvent>();
-    spawn_connection(stream, addr, relay_tx);
+    spawn_connection(stream, peer, relay_tx);
     tokio::spawn(async move {
         let mut first = Some(first);
         while let Some(ev) = relay_rx.recv().await {
-            if let (NetEvent::TcpOpened(_, w), Some(bytes)) = (&ev, first.take()) {
+            if let (NetEvent::StreamOpened(_, w), Some(bytes)) = (&ev, first.take()) {
                 let _ = w.send(bytes);
             }
             if net.send(ev).is_err() {
                 break;
             }
         }
-        let _ = done.send(());
     });
 }
