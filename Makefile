@@ -41,7 +41,8 @@ test: deps-test
 BENCH_CALLS ?= 50,200,500,1000,2000
 BENCH_HOLD ?= 15
 bench: deps-test
-	$(CARGO) build --release -p botstream -p e2e --examples
+	$(CARGO) build --release -p botstream
+	$(CARGO) build --release -p e2e --examples
 	@mkdir -p bench/results
 	ulimit -n 65536 2>/dev/null || ulimit -n 8192; \
 	BOTSTREAM_BIN=$(CURDIR)/target/release/botstream \
