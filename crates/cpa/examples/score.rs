@@ -1,7 +1,8 @@
 //! Scores the engine on the CPA corpus and writes the report as markdown.
 //!
 //! `cargo run --release -p cpa --example score -- bench/results/cpa.md [CORPUS_DIR]`
-//! Set `CPA_SCORE_VERBOSE=1` to list every clip, `=2` for the wrong ones only.
+//! Set `CPA_SCORE_VERBOSE=1` to list every clip, `=2` for the wrong ones only;
+//! `CPA_SCORE_SUBSET=odd` or `=even` scores half the clips.
 
 #[path = "../tests/support/score.rs"]
 mod score;
@@ -19,6 +20,15 @@ fn main() {
             eprintln!("cannot read the corpus at {}: {e}", dir.display());
             std::process::exit(2);
         }
+    };
+    // `CPA_SCORE_SUBSET=odd|even` scores half the corpus (by the clip number), to check a
+    // threshold chosen on one half against the other.
+    let labels: Vec<_> = match std::env::var("CPA_SCORE_SUBSET").as_deref() {
+        Ok(half @ ("odd" | "even")) => labels
+            .into_iter()
+            .filter(|l| clip_number(&l.file).is_some_and(|n| (n % 2 == 1) == (half == "odd")))
+            .collect(),
+        _ => labels,
     };
     let verbose = std::env::var("CPA_SCORE_VERBOSE").unwrap_or_default();
     let mut results = Vec::new();
@@ -69,4 +79,10 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// The number in a clip name such as `am_051.wav`.
+fn clip_number(file: &str) -> Option<u32> {
+    let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+    stem.rsplit('_').next()?.parse().ok()
 }

@@ -11,8 +11,10 @@
 //!   it rises well above the mean noise, which keeps babble and tone clicks out;
 //! * `LV` when a person's answer is followed by a pause long enough to mean "waiting for a
 //!   reply" (850 ms), checked again against the noise level as then known;
-//! * `AM` when the talk runs on past the decision window without such a pause, or when a
-//!   pure tone (the beep) follows the greeting;
+//! * `AM` when the talk runs on past the decision window without such a pause, when a long
+//!   utterance (3.5 s) holds a long unbroken run of speech (1.75 s without a 100 ms pause:
+//!   read out, where people answering at length pause between phrases), or when a pure
+//!   tone (the beep) follows the greeting;
 //! * `FX` for fax CNG (1100 Hz) or CED (2100 Hz) heard before any greeting;
 //! * `SIL` when no speech starts within `initial_silence_ignore + time_limit`, `NS` if
 //!   tones rather than silence filled that time.

@@ -21,10 +21,11 @@ fn corpus_scores_hold() {
     let sc = score::score(&results);
     println!("{}", sc.markdown());
 
-    // Measured: 95.0 %, 0/88, p95 918 ms, 51/51 beeps within 3 ms, 0 false tones.
-    assert!(sc.accuracy() >= 0.94, "accuracy {:.3}", sc.accuracy());
-    assert!(
-        sc.people_as_machine <= 1,
+    // Measured: 97.5 % (195/200), 0/88, p95 918 ms, 51/51 beeps within 3 ms, 0 false
+    // tones. No person may be called a machine: that is the costly error.
+    assert!(sc.accuracy() >= 0.97, "accuracy {:.3}", sc.accuracy());
+    assert_eq!(
+        sc.people_as_machine, 0,
         "people called machines: {}",
         sc.people_as_machine
     );
@@ -60,9 +61,9 @@ fn corpus_scores_hold_at_other_levels_and_after_digital_silence() {
         println!("skipping: no CPA corpus at {}", dir.display());
         return;
     };
-    // Measured: 95.0 % at +6 dB and -10 dB, 94.5 % after 500 ms of zeros; no people
+    // Measured: 97.5 % at +6 dB and -10 dB, 96.5 % after 500 ms of zeros; no people
     // called machines in any.
-    for (gain, lead_ms, min_acc) in [(2.0, 0, 0.94), (0.316, 0, 0.94), (1.0, 500, 0.935)] {
+    for (gain, lead_ms, min_acc) in [(2.0, 0, 0.97), (0.316, 0, 0.97), (1.0, 500, 0.96)] {
         let results: Vec<_> = labels
             .iter()
             .map(|l| score::run_clip_variant(&dir, l, gain, lead_ms).unwrap())
@@ -79,8 +80,8 @@ fn corpus_scores_hold_at_other_levels_and_after_digital_silence() {
             "{what}: accuracy {:.3}",
             sc.accuracy()
         );
-        assert!(
-            sc.people_as_machine <= 1,
+        assert_eq!(
+            sc.people_as_machine, 0,
             "{what}: people called machines {}",
             sc.people_as_machine
         );

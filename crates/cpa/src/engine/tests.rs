@@ -602,3 +602,59 @@ fn never_panics_on_extreme_input() {
         }
     }
 }
+
+/// Speech with no pause of 100 ms: `speech` phrases (1.35 s each) joined end to end.
+fn unbroken_speech(ms: u32, level: f64, seed: u64) -> Vec<f64> {
+    let mut v = Vec::new();
+    let mut k = 0;
+    while v.len() < (ms as f64 * RATE / 1000.0) as usize {
+        v.extend(speech(1300, level, seed + k));
+        k += 1;
+    }
+    v.truncate((ms as f64 * RATE / 1000.0) as usize);
+    v
+}
+
+#[test]
+fn long_read_out_greeting_is_a_machine_but_a_long_answer_in_phrases_is_a_person() {
+    // 4 s of talk, shorter than the 5 s that makes any talk a greeting: phrases with
+    // pauses are a person answering at length, a long unbroken run is read out.
+    let phrases = concat(&[
+        silence(500),
+        speech(1300, 3000.0, 11),
+        silence(300),
+        speech(1200, 3000.0, 12),
+        silence(250),
+        speech(1000, 3000.0, 13),
+        silence(4000),
+    ]);
+    let d = detections(&run_with(CpaParams::default(), &phrases))[0].clone();
+    assert_eq!(d.result, "LV", "{d:?}");
+    let read = concat(&[
+        silence(500),
+        unbroken_speech(2400, 3000.0, 21),
+        silence(300),
+        speech(1300, 3000.0, 22),
+        silence(4000),
+    ]);
+    let d = detections(&run_with(CpaParams::default(), &read))[0].clone();
+    assert_eq!(d.result, "AM", "{d:?}");
+    // Decided once the utterance is long enough, not after a pause.
+    assert!(d.detection_ms <= 500 + 2400 + 300 + 1300 + 100, "{d:?}");
+    // A short utterance with a long run is still a person ("Hello, this is ...").
+    let short = concat(&[
+        silence(500),
+        unbroken_speech(2400, 3000.0, 31),
+        silence(4000),
+    ]);
+    assert_eq!(
+        detections(&run_with(CpaParams::default(), &short))[0].result,
+        "LV"
+    );
+    // The most permissive sensitivity must not join the phrases into one run.
+    let p = CpaParams {
+        sensitivity: 5,
+        ..CpaParams::default()
+    };
+    assert_eq!(detections(&run_with(p, &phrases))[0].result, "LV");
+}

@@ -75,6 +75,11 @@ pub fn run_clip_variant(
                 .map(|&v| (v as f32 * gain).clamp(-32768.0, 32767.0) as i16),
         )
         .collect();
+    Ok(run_samples(label, &pcm))
+}
+
+/// Runs audio already prepared (a variant of a clip) against its label.
+pub fn run_samples(label: &Label, pcm: &[i16]) -> ClipResult {
     let start = Instant::now();
     let mut engine = Engine::new(scoring_params());
     let mut outs = Vec::new();
@@ -115,7 +120,7 @@ pub fn run_clip_variant(
             }
         }
     }
-    Ok(ClipResult {
+    ClipResult {
         label: label.clone(),
         decision,
         beep,
@@ -124,7 +129,7 @@ pub fn run_clip_variant(
         segments: engine.debug_segments().to_vec(),
         audio_s: pcm.len() as f64 / 8000.0,
         cpu,
-    })
+    }
 }
 
 pub struct Score {
