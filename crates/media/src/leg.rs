@@ -279,6 +279,11 @@ impl Leg {
         // never waits on an app.
         let (opened, mut connected) = mpsc::channel::<Opened>(2);
         self.opened = Some(opened);
+        // Timers live across loop turns and are reset when they fire: building new ones on
+        // every turn (every RTP packet) would register two timer entries per packet.
+        let tick = tokio::time::sleep_until(next_tick);
+        let rtcp_timer = tokio::time::sleep_until(rtcp_at);
+        tokio::pin!(tick, rtcp_timer);
         loop {
             let app_msg = async {
                 match self.stream.as_mut() {
@@ -300,7 +305,7 @@ impl Leg {
                 }
                 Some((result, sample_rate, done)) = connected.recv() => self.stream_opened(result, sample_rate, done),
                 m = app_msg => self.on_app(m),
-                _ = tokio::time::sleep_until(next_tick) => {
+                _ = &mut tick => {
                     self.tick().await;
                     ticks += 1;
                     // An absolute schedule: a late wake-up is caught up, never accumulated.
@@ -311,10 +316,12 @@ impl Leg {
                         ticks = ((now - start).as_millis() / 20) as u64;
                         next_tick = start + FRAME * (ticks as u32 + 1);
                     }
+                    tick.as_mut().reset(next_tick);
                 }
-                _ = tokio::time::sleep_until(rtcp_at) => {
+                _ = &mut rtcp_timer => {
                     self.send_rtcp().await;
                     rtcp_at += Duration::from_secs(5);
+                    rtcp_timer.as_mut().reset(rtcp_at);
                 }
                 cmd = commands.recv() => match cmd {
                     Some(Command::Stop { done }) => {

@@ -165,10 +165,46 @@ pub async fn open(
             tokio::select! {
                 out = outgoing.recv() => match out {
                     Some(ToApp::Audio(b, arrived)) => {
-                        if let Err(e) = sink.send(Message::Binary(b.into())).await {
+                        // Whatever else is already queued goes in the same flush: one TLS write
+                        // instead of one per frame when the app or the machine falls behind.
+                        let mut stamps = vec![arrived];
+                        let mut failed = sink.feed(Message::Binary(b.into())).await.err();
+                        let mut deferred = None;
+                        while failed.is_none() && stamps.len() < 32 {
+                            match outgoing.try_recv() {
+                                Ok(ToApp::Audio(b, at)) => {
+                                    stamps.push(at);
+                                    failed = sink.feed(Message::Binary(b.into())).await.err();
+                                }
+                                Ok(other) => {
+                                    deferred = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        if failed.is_none() {
+                            failed = sink.flush().await.err();
+                        }
+                        if let Some(e) = failed {
                             break FromApp::Closed { reason: format!("socket error: {e}"), code: 1006 };
                         }
-                        counters.forward_latency.record(arrived.elapsed());
+                        for at in stamps {
+                            counters.forward_latency.record(at.elapsed());
+                        }
+                        match deferred {
+                            Some(ToApp::Text(t)) => {
+                                if let Err(e) = sink.send(Message::Text(t.into())).await {
+                                    break FromApp::Closed { reason: format!("socket error: {e}"), code: 1006 };
+                                }
+                            }
+                            Some(ToApp::Close) => {
+                                let _ = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }))).await;
+                                let _ = sink.close().await;
+                                return;
+                            }
+                            _ => {}
+                        }
                     }
                     Some(ToApp::Text(t)) => {
                         if let Err(e) = sink.send(Message::Text(t.into())).await {
