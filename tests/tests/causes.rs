@@ -8,7 +8,16 @@ use serde_json::json;
 const T: Duration = Duration::from_secs(20);
 
 /// (status, phrase, Reason Q.850 cause or none, expected cause, q850, class)
-const REFUSALS: &[(u16, &str, Option<u16>, &str, u16, &str)] = &[
+type Refusal = (
+    u16,
+    &'static str,
+    Option<u16>,
+    &'static str,
+    u16,
+    &'static str,
+);
+
+const REFUSALS: &[Refusal] = &[
     (486, "Busy Here", None, "USER_BUSY", 17, "BUSY"),
     (
         404,
@@ -321,7 +330,7 @@ async fn answered_pings_keep_the_gateway_up() {
     let nats = Nats::start();
     let sw = Switch::start(&nats, &[]);
     let carrier = Sipp::uas("uas_options.xml", 3, &[]);
-    let mut app = App::connect(&nats, &sw).await;
+    let app = App::connect(&nats, &sw).await;
     app.add_gateway("pinged", carrier.port, &[("ping", "1")])
         .await;
     carrier.finish(T).expect("three OPTIONS pings answered");

@@ -652,29 +652,16 @@ async fn dial(
             }
             _ = tokio::time::sleep_until(deadline), if cancel.is_none() => {
                 tracing::info!(call_uuid = %leg.uuid, "dial timeout: cancelling");
-                cancel = Some((HangupCause::NO_ANSWER, provisional));
-                if provisional {
-                    send_cancel(&sw, &invite, peer, HangupCause::NO_ANSWER).await;
-                }
+                give_up(&mut cancel, HangupCause::NO_ANSWER, provisional, &sw, &invite, peer).await;
             }
             cmd = commands.recv() => match cmd {
                 Some(CallCommand::Drop { cause, done }) => {
-                    if cancel.is_none() {
-                        cancel = Some((cause, provisional));
-                        if provisional {
-                            send_cancel(&sw, &invite, peer, cause).await;
-                        }
-                    }
+                    give_up(&mut cancel, cause, provisional, &sw, &invite, peer).await;
                     // Replied at once: the CANCEL is out (or will be at the first provisional).
                     let _ = done.send(Ok(()));
                 }
                 Some(CallCommand::Shutdown) => {
-                    if cancel.is_none() {
-                        cancel = Some((HangupCause::SYSTEM_SHUTDOWN, provisional));
-                        if provisional {
-                            send_cancel(&sw, &invite, peer, HangupCause::SYSTEM_SHUTDOWN).await;
-                        }
-                    }
+                    give_up(&mut cancel, HangupCause::SYSTEM_SHUTDOWN, provisional, &sw, &invite, peer).await;
                 }
                 Some(CallCommand::SetVars { vars, done }) => {
                     leg.vars.extend(vars);
@@ -841,6 +828,25 @@ pub enum MediaRequest {
     SendDtmf { digits: String, duration_ms: u32 },
     StartRecord { path: std::path::PathBuf },
     StopRecord,
+}
+
+/// Stops dialing with `cause` (the first reason wins). CANCEL may only follow a provisional
+/// response (RFC 3261 §9.1); before one, it goes out when the first provisional arrives.
+async fn give_up(
+    cancel: &mut Option<(HangupCause, bool)>,
+    cause: HangupCause,
+    provisional: bool,
+    sw: &Switch,
+    invite: &Request,
+    peer: Peer,
+) {
+    if cancel.is_some() {
+        return;
+    }
+    *cancel = Some((cause, provisional));
+    if provisional {
+        send_cancel(sw, invite, peer, cause).await;
+    }
 }
 
 /// A final failure response from the carrier → cause by Reason header or status (§5).

@@ -34,6 +34,9 @@ const PLAYOUT_MAX_MS: u32 = 60_000;
 /// The error text for a second start_stream (the api maps it to 144).
 pub const ALREADY_STREAMING: &str = "the call already has a stream";
 
+/// A digit being sent: its RTP timestamp and the telephone-event packets still to go.
+type DigitInFlight = (u32, std::collections::VecDeque<(bool, [u8; 4])>);
+
 type Opened = (
     Result<StreamHandle, String>,
     u32,
@@ -200,7 +203,7 @@ struct Leg {
     sent_octets: u32,
     playout: Option<PlayoutQueue>,
     dtmf_queue: std::collections::VecDeque<(char, u32)>,
-    dtmf_active: Option<(u32, std::collections::VecDeque<(bool, [u8; 4])>)>,
+    dtmf_active: Option<DigitInFlight>,
     dtmf_gap: u32,
     // Receiving.
     stats: ReceiverStats,
