@@ -243,3 +243,85 @@ async fn silent_media_ends_with_media_timeout() {
     assert_eq!(h["cause_class"], "TIMEOUT");
     carrier.finish(T).expect("BYE with Reason SIP;cause=604");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_khz_streams_both_ways() {
+    let mut ws = WsServer::start().await;
+    let (_nats, _sw, carrier, mut app, uuid) = echo_call(json!({})).await;
+    let r = app
+        .request(
+            "request_start_stream",
+            json!({"call_uuid": uuid, "websocket_host": "127.0.0.1", "websocket_port": ws.port, "sample_rate": 16000}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let mut conn = ws.accept(T).await;
+    assert_eq!(conn.first["sample_rate"], 16000);
+    // 2 s of 1 kHz at 16 kHz: resampled to 8 kHz for the caller, back up to 16 kHz for us.
+    let tone16: Vec<i16> = (0..32000)
+        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 16000.0).sin()) as i16)
+        .collect();
+    conn.send_pcm(&tone16);
+    let _ = conn.collect(Duration::from_millis(500)).await;
+    let heard = conn.collect(Duration::from_millis(600)).await;
+    assert!(
+        heard.len() > 8000,
+        "16 kHz frames: {} samples in 600 ms",
+        heard.len()
+    );
+    assert!(
+        tone_ratio(&heard, 1000.0, 16000.0) > 0.5 && rms(&heard) > 2000.0,
+        "rms {}",
+        rms(&heard)
+    );
+    app.request("request_drop_call", json!({"call_uuid": uuid}))
+        .await;
+    app.event(&uuid, "hangup", T).await;
+    carrier.finish(T).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_sixty_seconds_keeps_the_newest_and_says_so() {
+    let mut ws = WsServer::start().await;
+    let (_nats, _sw, carrier, mut app, uuid) = echo_call(json!({})).await;
+    let r = app
+        .request(
+            "request_start_stream",
+            json!({"call_uuid": uuid, "websocket_host": "127.0.0.1", "websocket_port": ws.port}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let conn = ws.accept(T).await;
+    // 70 s of audio at once, in 1 s frames.
+    for _ in 0..70 {
+        conn.send_pcm(&tone(500.0, 8000, 3000.0));
+    }
+    let e = app.event(&uuid, "error", T).await;
+    assert!(e["status"].as_str().unwrap().contains("dropped"), "{e}");
+    // The call is fine and the queue is bounded: stop_play empties it at once.
+    let r = app
+        .request("request_stop_play", json!({"call_uuid": uuid}))
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    app.request("request_drop_call", json!({"call_uuid": uuid}))
+        .await;
+    app.event(&uuid, "hangup", T).await;
+    carrier.finish(T).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_by_sip_info_becomes_an_event() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let carrier = Sipp::uas("uas_info_dtmf.xml", 1, &[]);
+    let mut app = App::connect(&nats, &sw).await;
+    app.add_gateway("info", carrier.port, &[]).await;
+    let uuid = app.make_call("info", json!({})).await;
+    let d = app.event(&uuid, "dtmf", T).await;
+    assert_eq!(d["digit"], "7", "{d}");
+    assert_eq!(d["source"], "info");
+    app.request("request_drop_call", json!({"call_uuid": uuid}))
+        .await;
+    app.event(&uuid, "hangup", T).await;
+    carrier.finish(T).expect("INFO answered 200, then our BYE");
+}
