@@ -135,7 +135,6 @@ impl SipStack {
             net_tx,
             clients: HashMap::new(),
             calls: HashMap::new(),
-            server_tx_call: HashMap::new(),
             front: front_tx,
             stats: stats.clone(),
         };
@@ -215,7 +214,6 @@ struct Driver {
     net_tx: mpsc::UnboundedSender<NetEvent>,
     clients: HashMap<TxId, mpsc::UnboundedSender<ClientEvent>>,
     calls: HashMap<String, mpsc::UnboundedSender<ServerEvent>>,
-    server_tx_call: HashMap<TxId, String>,
     front: mpsc::UnboundedSender<ServerEvent>,
     stats: Arc<SipStats>,
 }
@@ -384,7 +382,6 @@ impl Driver {
             }
             Command::Unregister { call_id } => {
                 self.calls.remove(&call_id);
-                self.server_tx_call.retain(|_, c| *c != call_id);
             }
         }
     }
@@ -531,30 +528,23 @@ impl Driver {
                     request,
                     source,
                 };
-                self.route(&call_id, tx, ev);
+                self.route(&call_id, ev);
             }
             Event::Cancelled { invite_tx, request } => {
                 let call_id = request.call_id().unwrap_or_default().to_string();
-                self.route(
-                    &call_id,
-                    Some(invite_tx),
-                    ServerEvent::Cancelled { invite_tx, request },
-                );
+                self.route(&call_id, ServerEvent::Cancelled { invite_tx, request });
             }
-            Event::AckTimeout { tx } => {
-                if let Some(call_id) = self.server_tx_call.remove(&tx) {
-                    if let Some(s) = self.calls.get(&call_id) {
-                        let _ = s.send(ServerEvent::AckTimeout { tx });
-                    }
+            // The layer names the call itself, so nothing here has to remember which server
+            // transaction belonged to which call (a map of that would grow with every OPTIONS).
+            Event::AckTimeout { tx, call_id } => {
+                if let Some(s) = self.calls.get(&call_id) {
+                    let _ = s.send(ServerEvent::AckTimeout { tx });
                 }
             }
         }
     }
 
-    fn route(&mut self, call_id: &str, tx: Option<TxId>, ev: ServerEvent) {
-        if let Some(tx) = tx {
-            self.server_tx_call.insert(tx, call_id.to_string());
-        }
+    fn route(&mut self, call_id: &str, ev: ServerEvent) {
         if let Some(s) = self.calls.get(call_id) {
             if s.send(ev).is_ok() {
                 return;

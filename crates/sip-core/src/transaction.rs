@@ -125,7 +125,7 @@ pub enum Event {
     /// A CANCEL matched a live server INVITE transaction; 200 to the CANCEL was already sent.
     Cancelled { invite_tx: TxId, request: Request },
     /// A 2xx we sent was never acknowledged within 64·T1 (§13.3.1.4): the TU should send BYE.
-    AckTimeout { tx: TxId },
+    AckTimeout { tx: TxId, call_id: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -634,11 +634,11 @@ impl TransactionLayer {
                 }
             }
             Timer::L => {
-                let unacked = self.servers.get(&id).is_some_and(|s| s.ack_match.is_some());
+                let unacked = self.servers.get(&id).and_then(|s| s.ack_match.clone());
                 self.remove_server(id);
-                if unacked {
+                if let Some((call_id, _)) = unacked {
                     self.out
-                        .push_back(Output::Event(Event::AckTimeout { tx: id }));
+                        .push_back(Output::Event(Event::AckTimeout { tx: id, call_id }));
                 }
             }
             Timer::I | Timer::J => self.remove_server(id),
