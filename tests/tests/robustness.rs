@@ -163,6 +163,12 @@ async fn every_error_code_of_the_contract() {
         ),
         "{metrics}"
     );
+    // Refused envelopes share one label, whatever name the client made up.
+    assert!(
+        metrics.contains("botstream_api_requests_total{request=\"invalid\",status_code=\"139\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("request_fly"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

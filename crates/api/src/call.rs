@@ -211,7 +211,6 @@ impl Leg {
             }
             E::StreamStopped { reason, code } => {
                 self.streaming = false;
-                self.sw.metrics.count_request("stream_stopped", code);
                 self.events
                     .publish(
                         "stream_stopped",
