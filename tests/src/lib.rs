@@ -90,19 +90,37 @@ fn scratch(name: &str) -> PathBuf {
 
 pub struct Nats {
     pub url: String,
-    _proc: Proc,
+    port: u16,
+    dir: PathBuf,
+    proc: Proc,
 }
 
 impl Nats {
     pub fn start() -> Nats {
         let port = free_port();
         let dir = scratch("nats");
+        let proc = Self::spawn(port, &dir);
+        Nats {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            dir,
+            proc,
+        }
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Proc {
         let log = dir.join("nats.log");
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.join("js"))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .expect("log"),
+            )
             .spawn()
             .expect("nats-server must be installed (make test installs it)");
         let end = Instant::now() + Duration::from_secs(10);
@@ -110,14 +128,19 @@ impl Nats {
             assert!(Instant::now() < end, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Nats {
-            url: format!("nats://127.0.0.1:{port}"),
-            _proc: Proc {
-                child,
-                name: "nats-server",
-                log,
-            },
+        Proc {
+            child,
+            name: "nats-server",
+            log,
         }
+    }
+
+    /// Stops the server, waits `down`, and starts it again on the same port and store.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        std::thread::sleep(down);
+        self.proc = Self::spawn(self.port, &self.dir);
     }
 }
 

@@ -367,3 +367,74 @@ async fn sigterm_drains_then_ends_calls_with_system_shutdown() {
     assert!(status.success(), "{status}");
     carrier.finish(T).expect("BYE with Reason SIP;cause=501");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_stay_up_while_nats_goes_away() {
+    let mut nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let other = Switch::start(&nats, &[]);
+    let carrier = Sipp::uas_with("uas_answer.xml", 1, &[], &[("REASON", r"Q\.850;cause=16")]);
+    let mut app = App::connect(&nats, &sw).await;
+    app.add_gateway("c", carrier.port, &[]).await;
+    let uuid = app
+        .make_call("c", json!({"channel_vars": {"sip_h_X-Campaign": "spring"}}))
+        .await;
+    app.event(&uuid, "answered", T).await;
+    nats.restart(Duration::from_secs(2));
+    // Both the app and the switch reconnect on their own; the call was never touched.
+    let end = tokio::time::Instant::now() + Duration::from_secs(15);
+    let r = loop {
+        let body = serde_json::to_vec(
+            &json!({"event_name": "request_get_call", "event_data": {"call_uuid": uuid}}),
+        )
+        .unwrap();
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            app.nats.request(app.subject.clone(), body.into()),
+        )
+        .await
+        {
+            Ok(Ok(msg)) => {
+                break serde_json::from_slice::<serde_json::Value>(&msg.payload).unwrap()
+            }
+            _ => {
+                assert!(
+                    tokio::time::Instant::now() < end,
+                    "the switch never answered after NATS came back"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    assert_eq!(r["call"]["state"], "answered", "{r}");
+    let r = app
+        .request("request_drop_call", json!({"call_uuid": uuid}))
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    app.event(&uuid, "hangup", T).await;
+    carrier
+        .finish(T)
+        .expect("the carrier's call lasted through the outage and ended with our BYE");
+    // Gateways are still there (JetStream kept them), and a change made after the outage
+    // reaches the other pod: its store watch came back too.
+    let r = app
+        .request("request_get_sip_gateway", json!({"name": "c"}))
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    app.add_gateway("after-outage", 5999, &[]).await;
+    app.use_switch(&other);
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app
+            .request("request_get_sip_gateway", json!({"name": "after-outage"}))
+            .await;
+        if r["status_code"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the other pod never saw the new gateway: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
