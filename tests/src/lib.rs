@@ -144,6 +144,13 @@ impl Nats {
     }
 }
 
+/// Writes a TOML configuration for `--config` and returns its path.
+pub fn config_file(toml: &str) -> PathBuf {
+    let path = scratch("config").join("botstream.toml");
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
 pub fn botstream_bin() -> PathBuf {
     if let Ok(p) = std::env::var("BOTSTREAM_BIN") {
         return PathBuf::from(p);
@@ -421,13 +428,17 @@ pub struct App {
 
 impl App {
     pub async fn connect(nats: &Nats, sw: &Switch) -> App {
+        let event_subject = format!("app.events.{}", free_port());
+        Self::connect_to(nats, sw, &event_subject).await
+    }
+
+    /// An app listening on a given subject (an inbound route's, or the default inbound one).
+    pub async fn connect_to(nats: &Nats, sw: &Switch, event_subject: &str) -> App {
         let client = async_nats::connect(&nats.url)
             .await
             .expect("connect to nats");
-        let n = free_port();
-        let event_subject = format!("app.events.{n}");
         let events = client
-            .subscribe(event_subject.clone())
+            .subscribe(event_subject.to_string())
             .await
             .expect("subscribe");
         client.flush().await.expect("flush");
@@ -435,7 +446,7 @@ impl App {
             nats: client,
             subject: sw.subject.clone(),
             events,
-            event_subject,
+            event_subject: event_subject.to_string(),
             seen: Vec::new(),
         }
     }
@@ -512,6 +523,23 @@ impl App {
             assert!(
                 self.pull(end).await,
                 "no hangup for {uuid} within {within:?}; saw {out:?}"
+            );
+        }
+    }
+
+    /// The next event named `botstream::<name>` of any call (for inbound calls, whose uuid the
+    /// app learns from their first event).
+    pub async fn next_event(&mut self, name: &str, within: Duration) -> Value {
+        let want = format!("botstream::{name}");
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(i) = self.seen.iter().position(|v| v["event_name"] == want) {
+                return self.seen.remove(i)["event_data"].clone();
+            }
+            assert!(
+                self.pull(end).await,
+                "no {want} within {within:?}; unclaimed: {:?}",
+                self.seen
             );
         }
     }

@@ -181,36 +181,22 @@ async fn the_switch_answers_options() {
 async fn app_drops_an_inbound_call() {
     let nats = Nats::start();
     let sw = Switch::start(&nats, &[]);
-    let client = async_nats::connect(&nats.url).await.unwrap();
     // No route matches: the default inbound subject of operator.md.
-    let mut sub = client.subscribe("botstream.inbound").await.unwrap();
-    client.flush().await.unwrap();
+    let mut app = App::connect_to(&nats, &sw, "botstream.inbound").await;
     let caller = Sipp::uac(
         "uac_inbound_wait.xml",
         &format!("127.0.0.1:{}", sw.sip_port),
         1,
         &["-s", "5550"],
     );
-    use futures::StreamExt;
-    let msg = tokio::time::timeout(T, sub.next())
-        .await
-        .expect("answered")
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
-    assert_eq!(v["event_name"], "botstream::answered");
-    assert_eq!(v["event_data"]["tenant_id"], "default");
-    let uuid = v["event_data"]["call_uuid"].as_str().unwrap().to_string();
-    let app = App::connect(&nats, &sw).await;
+    let a = app.next_event("answered", T).await;
+    assert_eq!(a["tenant_id"], "default");
+    let uuid = a["call_uuid"].as_str().unwrap().to_string();
     let r = app
         .request("request_drop_call", json!({"call_uuid": uuid}))
         .await;
     assert_eq!(r["status_code"], 0, "{r}");
-    let msg = tokio::time::timeout(T, sub.next())
-        .await
-        .expect("hangup")
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
-    assert_eq!(v["event_name"], "botstream::hangup");
-    assert_eq!(v["event_data"]["disposition"], "send_bye");
+    let h = app.event(&uuid, "hangup", T).await;
+    assert_eq!(h["disposition"], "send_bye");
     caller.finish(T).expect("BYE with Reason received");
 }

@@ -344,26 +344,14 @@ async fn answered_pings_keep_the_gateway_up() {
 async fn inbound_caller_that_never_acks_is_hung_up() {
     let nats = Nats::start();
     let sw = Switch::start(&nats, &[]);
-    let client = async_nats::connect(&nats.url).await.unwrap();
-    let mut sub = client.subscribe("botstream.inbound").await.unwrap();
-    client.flush().await.unwrap();
+    let mut app = App::connect_to(&nats, &sw, "botstream.inbound").await;
     let caller = Sipp::uac(
         "uac_no_ack.xml",
         &format!("127.0.0.1:{}", sw.sip_port),
         1,
         &["-s", "5551"],
     );
-    use futures::StreamExt;
-    let mut hangup = None;
-    let end = tokio::time::Instant::now() + Duration::from_secs(45);
-    while let Ok(Some(msg)) = tokio::time::timeout_at(end, sub.next()).await {
-        let v: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
-        if v["event_name"] == "botstream::hangup" {
-            hangup = Some(v["event_data"].clone());
-            break;
-        }
-    }
-    let h = hangup.expect("a hangup after 64*T1 without ACK");
+    let h = app.next_event("hangup", Duration::from_secs(45)).await;
     assert_eq!(h["hangup_cause"], "RECOVERY_ON_TIMER_EXPIRE", "{h}");
     assert_eq!(h["disposition"], "send_bye");
     caller.finish(T).expect("BYE with Reason cause 102");

@@ -202,14 +202,9 @@ async fn every_request_gets_exactly_one_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_quotas_and_port_exhaustion() {
     let nats = Nats::start();
-    let dir = std::env::temp_dir().join(format!("bs-tenants-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("tenants.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = config_file(
         "[tenants]\nenforce = true\n[[tenants.list]]\nid = \"t1\"\nmax_concurrent_calls = 1\n",
-    )
-    .unwrap();
+    );
     // Two RTP pairs only (base, base+2; RTCP on base+1, base+3).
     let base = 40000 + (std::process::id() % 500) as u16 * 8;
     let ports = format!("{base}-{}", base + 3);
@@ -229,14 +224,9 @@ async fn tenant_quotas_and_port_exhaustion() {
     let r = app.request("request_make_call", second).await;
     assert_eq!(r["status_code"], 111, "{r}");
     // Tenants apart, both RTP pairs taken: 131.
-    let dir2 = std::env::temp_dir().join(format!("bs-tenants2-{}", std::process::id()));
-    std::fs::create_dir_all(&dir2).unwrap();
-    let cfg2 = dir2.join("t.toml");
-    std::fs::write(
-        &cfg2,
+    let cfg2 = config_file(
         "[tenants]\nenforce = true\n[[tenants.list]]\nid = \"t1\"\nmax_concurrent_calls = 5\n",
-    )
-    .unwrap();
+    );
     drop(sw);
     let sw = Switch::start(
         &nats,
