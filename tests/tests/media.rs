@@ -325,3 +325,57 @@ async fn dtmf_by_sip_info_becomes_an_event() {
     app.event(&uuid, "hangup", T).await;
     carrier.finish(T).expect("INFO answered 200, then our BYE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_telephone_event_key_presses_are_heard_in_band() {
+    let mut ws = WsServer::start().await;
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let carrier = Sipp::uas("uas_answer_no_te.xml", 1, &["-rtp_echo"]);
+    let mut app = App::connect(&nats, &sw).await;
+    app.add_gateway("plain", carrier.port, &[]).await;
+    let uuid = app.make_call("plain", json!({})).await;
+    app.event(&uuid, "answered", T).await;
+    let r = app
+        .request(
+            "request_send_dtmf",
+            json!({"call_uuid": uuid, "digits": "5"}),
+        )
+        .await;
+    assert_eq!(
+        r["status_code"], 128,
+        "no telephone-event to send with: {r}"
+    );
+    let r = app
+        .request(
+            "request_start_stream",
+            json!({"call_uuid": uuid, "websocket_host": "127.0.0.1", "websocket_port": ws.port}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let conn = ws.accept(T).await;
+    // The app plays the tones of 5 and 9 (120 ms each, 150 ms apart); the carrier's echo brings
+    // them back as the caller's audio.
+    let dual = |lo: f64, hi: f64| -> Vec<i16> {
+        let a = tone(lo, 960, 6000.0);
+        let b = tone(hi, 960, 6000.0);
+        a.iter().zip(&b).map(|(x, y)| x + y).collect()
+    };
+    let mut audio = vec![0i16; 1200];
+    audio.extend(dual(770.0, 1336.0));
+    audio.extend(vec![0i16; 1200]);
+    audio.extend(dual(852.0, 1477.0));
+    audio.extend(vec![0i16; 1200]);
+    conn.send_pcm(&audio);
+    let a = app.event(&uuid, "dtmf", T).await;
+    let b = app.event(&uuid, "dtmf", T).await;
+    assert_eq!(
+        (a["digit"].as_str().unwrap(), b["digit"].as_str().unwrap()),
+        ("5", "9")
+    );
+    assert_eq!(a["source"], "inband");
+    app.request("request_drop_call", json!({"call_uuid": uuid}))
+        .await;
+    app.event(&uuid, "hangup", T).await;
+    carrier.finish(T).unwrap();
+}

@@ -66,8 +66,22 @@ impl MediaSession {
         }
     }
 
-    /// Starts sending to the negotiated address (RTP is symmetric from then on).
-    pub fn connect(&mut self) {
+    /// Starts sending to the negotiated address (RTP is symmetric from then on). Without
+    /// telephone-event, key presses arrive as tones: an in-band detector listens instead.
+    pub fn connect_with_dtmf(&mut self, events: &EventSink) {
+        self.connect();
+        if self
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.telephone_event.is_none())
+        {
+            let (tap, audio) = mpsc::channel(64);
+            self.send(media::leg::Command::Tap(tap));
+            tokio::spawn(crate::cpa_run::inband_dtmf(audio, events.clone()));
+        }
+    }
+
+    fn connect(&mut self) {
         let (Some(remote), Some(codec)) = (&self.remote, self.codec) else {
             return;
         };
@@ -396,7 +410,7 @@ impl OutboundCall {
                     media.codec = remote.codecs.first().copied();
                     media.remote = Some(remote);
                 }
-                media.connect();
+                media.connect_with_dtmf(&events);
                 if record {
                     let (done, _) = oneshot::channel();
                     let path = sw.data_dir.join(format!("recordings/{uuid}.wav"));
@@ -1131,7 +1145,7 @@ impl InboundCall {
         ok.headers.push("Content-Type", "application/sdp");
         ok.body = answer_sdp.into_bytes();
         sw.stack.respond(tx, ok.clone());
-        media.connect();
+        media.connect_with_dtmf(&events);
         leg.answered = Some(Instant::now());
         events
             .publish(

@@ -149,3 +149,23 @@ pub async fn run(
         let _ = l.finish();
     }
 }
+
+/// In-band DTMF (issue: calls whose far end offered no telephone-event): the Q.24 detector over
+/// the caller's audio, each key press published as a `dtmf` event with source `inband`.
+pub async fn inband_dtmf(mut audio: mpsc::Receiver<Vec<i16>>, events: EventSink) {
+    let mut detector = cpa::dtmf::DtmfDetector::new();
+    while let Some(pcm) = audio.recv().await {
+        detector.handle_frame(&pcm);
+        while let Some((digit, _)) = detector.poll_digit() {
+            events
+                .publish(
+                    "dtmf",
+                    fields([
+                        ("digit", Value::from(digit.to_string())),
+                        ("source", Value::from("inband")),
+                    ]),
+                )
+                .await;
+        }
+    }
+}

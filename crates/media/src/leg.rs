@@ -224,7 +224,8 @@ struct Leg {
     connecting: bool,
     opened: Option<mpsc::Sender<Opened>>,
     recording: Option<Recording>,
-    tap: Option<mpsc::Sender<Vec<i16>>>,
+    /// Consumers of the caller's audio on our clock (CPA, in-band DTMF).
+    taps: Vec<mpsc::Sender<Vec<i16>>>,
 }
 
 fn now_ntp() -> u64 {
@@ -267,7 +268,7 @@ impl Leg {
             connecting: false,
             opened: None,
             recording: None,
-            tap: None,
+            taps: Vec::new(),
         }
     }
 
@@ -426,7 +427,7 @@ impl Leg {
             Command::StopRecord { done } => {
                 let _ = done.send(self.stop_record());
             }
-            Command::Tap(tx) => self.tap = Some(tx),
+            Command::Tap(tx) => self.taps.push(tx),
             Command::Stop { .. } => {}
         }
     }
@@ -634,7 +635,7 @@ impl Leg {
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
-        if self.recording.is_some() || self.tap.is_some() {
+        if self.recording.is_some() || !self.taps.is_empty() {
             let arrival_ms = (now - self.started).as_millis() as u64;
             // Duplicates and late packets are the buffer's to refuse; nothing else to do then.
             let _ = self
@@ -716,16 +717,14 @@ impl Leg {
                 self.mark_reached(name);
             }
         }
-        if self.recording.is_some() || self.tap.is_some() {
+        if self.recording.is_some() || !self.taps.is_empty() {
             let caller = match self.jitter.pull() {
                 Pulled::Frame(f) | Pulled::Concealed(f) => f,
                 Pulled::Empty => vec![0; SAMPLES],
             };
-            if let Some(tap) = &self.tap {
-                if tap.try_send(caller.clone()).is_err() && tap.is_closed() {
-                    self.tap = None;
-                }
-            }
+            // A consumer that finished (CPA done) is let go; a slow one misses a frame.
+            self.taps
+                .retain(|tap| !(tap.try_send(caller.clone()).is_err() && tap.is_closed()));
             self.record(&caller, &frame);
         }
         let mut packet = Vec::with_capacity(12 + SAMPLES);
