@@ -306,6 +306,17 @@ impl Sipp {
         Self::spawn(scenario, free_port(), calls, extra, Some(target))
     }
 
+    /// Like [`Sipp::uac`], with `@KEY@` placeholders of the scenario replaced first.
+    pub fn uac_with(
+        scenario: &str,
+        target: &str,
+        calls: u32,
+        extra: &[&str],
+        subst: &[(&str, &str)],
+    ) -> Sipp {
+        Self::spawn_with(scenario, free_port(), calls, extra, Some(target), subst)
+    }
+
     fn spawn(scenario: &str, port: u16, calls: u32, extra: &[&str], target: Option<&str>) -> Sipp {
         Self::spawn_with(scenario, port, calls, extra, target, &[])
     }
