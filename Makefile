@@ -40,6 +40,8 @@ test: deps-test
 # switch loses something; report in bench/results/media.md. BENCH_CALLS and BENCH_HOLD override.
 BENCH_CALLS ?= 50,200,500,1000,2000
 BENCH_HOLD ?= 15
+# How long one call's 20 ms clock is watched for drift (bench/results/pacing.md).
+BENCH_PACING_SECS ?= 300
 bench: deps-test
 	$(CARGO) build --release -p botstream
 	$(CARGO) build --release -p e2e --examples
@@ -47,6 +49,8 @@ bench: deps-test
 	ulimit -n 65536 2>/dev/null || ulimit -n 8192; \
 	BOTSTREAM_BIN=$(CURDIR)/target/release/botstream \
 	  $(CARGO) run --release -p e2e --example bench -- bench/results/media.md $(BENCH_CALLS) $(BENCH_HOLD)
+	BOTSTREAM_BIN=$(CURDIR)/target/release/botstream \
+	  $(CARGO) run --release -p e2e --example pacing -- bench/results/pacing.md $(BENCH_PACING_SECS)
 
 bench-cpa:
 	@mkdir -p bench/results
