@@ -210,6 +210,10 @@ async fn run(n: usize, hold: Duration) -> Row {
         futures::future::join_all(reqs).await;
     }
     let _ = carrier.finish(Duration::from_secs(60));
+    // A clean exit (SIGTERM), so a profiler wrapped around the switch can write its report.
+    let mut sw = sw;
+    sw.proc.terminate();
+    let _ = sw.proc.wait_exit(Duration::from_secs(60));
     let rtp_in = metric(&m1, "botstream_rtp_packets_total{dir=\"in\"} ")
         - metric(&m0, "botstream_rtp_packets_total{dir=\"in\"} ");
     Row {

@@ -632,7 +632,7 @@ async fn dial(
                             if let Some(dn) = pending_drop.take() { let _ = dn.send(Ok(())); }
                             return Dialed::Failed(Hangup { cause: c, sip_code: Some(resp.code), sip_reason: Some(resp.reason.clone()), disposition: "send_cancel" });
                         }
-                        return Dialed::Answered { invite, ok: resp, peer, tx_events: rx };
+                        return Dialed::Answered { invite, ok: *resp, peer, tx_events: rx };
                     }
                     401 | 407 if cancel.is_none() && challenges < 2 => {
                         let header = if resp.code == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
@@ -703,6 +703,7 @@ fn media_request(
     use media::leg::Command as C;
     match request {
         MediaRequest::StartStream(s) => {
+            let s = *s;
             let mut first = Map::new();
             first.insert("call_uuid".into(), Value::from(leg.uuid.clone()));
             first.insert(
@@ -835,11 +836,17 @@ fn answer_when_acted(
 
 /// A media request as the call task receives it.
 pub enum MediaRequest {
-    StartStream(crate::request::StartStream),
+    /// Boxed: the call's command channel preallocates 32 slots of the largest command.
+    StartStream(Box<crate::request::StartStream>),
     StopStream,
     StopPlay,
-    SendDtmf { digits: String, duration_ms: u32 },
-    StartRecord { path: std::path::PathBuf },
+    SendDtmf {
+        digits: String,
+        duration_ms: u32,
+    },
+    StartRecord {
+        path: std::path::PathBuf,
+    },
     StopRecord,
 }
 
@@ -929,7 +936,7 @@ async fn in_dialog(
                 let Some(ev) = ev else { continue };
                 match ev {
                     ServerEvent::Request { tx, request, .. } => {
-                        if let Some(h) = in_dialog_request(leg, &mut dialog, tx, request, media, our_answer.as_ref()).await {
+                        if let Some(h) = in_dialog_request(leg, &mut dialog, tx, *request, media, our_answer.as_ref()).await {
                             return h;
                         }
                     }

@@ -305,7 +305,7 @@ async fn handle(sw: &Arc<Switch>, req: ApiRequest) -> Reply {
         }
         ApiRequest::StartStream(x) => {
             let uuid = x.call_uuid.clone();
-            media_request(sw, &uuid, MediaRequest::StartStream(x)).await
+            media_request(sw, &uuid, MediaRequest::StartStream(Box::new(x))).await
         }
         ApiRequest::StopStream(x) => {
             media_request(sw, &x.call_uuid, MediaRequest::StopStream).await
@@ -490,7 +490,7 @@ pub async fn front_door(sw: Arc<Switch>, mut incoming: mpsc::UnboundedReceiver<S
             source,
         } = ev
         {
-            out_of_dialog(&sw, tx, request, source);
+            out_of_dialog(&sw, tx, *request, source);
         }
     }
 }

@@ -48,7 +48,7 @@ pub async fn request_with_auth(
         let resp = tokio::time::timeout(wait, async {
             while let Some(ev) = rx.recv().await {
                 match ev {
-                    ClientEvent::Response(r) if r.code >= 200 => return Some(r),
+                    ClientEvent::Response(r) if r.code >= 200 => return Some(*r),
                     ClientEvent::Response(_) => continue,
                     ClientEvent::Timeout => return None,
                 }

@@ -273,8 +273,9 @@ impl Leg {
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let mut rtp_buf = vec![0u8; 2048];
-        let mut rtcp_buf = vec![0u8; 2048];
+        // One receive buffer for both sockets (an MTU; G.711 RTP is 172 bytes): wait for either
+        // to be readable, then read. Two buffers held for a call's life cost 4 KiB per call.
+        let mut buf = vec![0u8; 1500];
         let start = Instant::now();
         let mut ticks: u64 = 0;
         let mut next_tick = start + FRAME;
@@ -297,14 +298,19 @@ impl Leg {
             };
             tokio::select! {
                 biased;
-                r = self.lease.rtp.recv_from(&mut rtp_buf) => {
-                    if let Ok((n, from)) = r {
-                        self.on_rtp(&rtp_buf[..n], from);
+                r = self.lease.rtp.readable() => {
+                    if r.is_ok() {
+                        // Drain what is queued; WouldBlock ends the turn.
+                        while let Ok((n, from)) = self.lease.rtp.try_recv_from(&mut buf) {
+                            self.on_rtp(&buf[..n], from);
+                        }
                     }
                 }
-                r = self.lease.rtcp.recv_from(&mut rtcp_buf) => {
-                    if let Ok((n, _)) = r {
-                        self.on_rtcp(&rtcp_buf[..n]);
+                r = self.lease.rtcp.readable() => {
+                    if r.is_ok() {
+                        while let Ok((n, _)) = self.lease.rtcp.try_recv_from(&mut buf) {
+                            self.on_rtcp(&buf[..n]);
+                        }
                     }
                 }
                 Some((result, sample_rate, done)) = connected.recv() => self.stream_opened(result, sample_rate, done),

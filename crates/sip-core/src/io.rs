@@ -20,7 +20,9 @@ use crate::transaction::{
 /// What a client transaction's owner hears.
 #[derive(Debug)]
 pub enum ClientEvent {
-    Response(Response),
+    /// Boxed, like the requests below: a channel preallocates 32 slots of its message type, and a
+    /// whole SIP message inline made that several KB per call.
+    Response(Box<Response>),
     /// Timer B/F or a transport failure: no final response will come.
     Timeout,
 }
@@ -31,12 +33,12 @@ pub enum ClientEvent {
 pub enum ServerEvent {
     Request {
         tx: Option<TxId>,
-        request: Request,
+        request: Box<Request>,
         source: Peer,
     },
     Cancelled {
         invite_tx: TxId,
-        request: Request,
+        request: Box<Request>,
     },
     AckTimeout {
         tx: TxId,
@@ -506,7 +508,7 @@ impl Driver {
             Event::Response { tx, response } => {
                 let final_non_2xx = response.code >= 300;
                 if let Some(s) = self.clients.get(&tx) {
-                    let _ = s.send(ClientEvent::Response(response));
+                    let _ = s.send(ClientEvent::Response(Box::new(response)));
                 }
                 if final_non_2xx {
                     self.clients.remove(&tx);
@@ -525,14 +527,20 @@ impl Driver {
                 let call_id = request.call_id().unwrap_or_default().to_string();
                 let ev = ServerEvent::Request {
                     tx,
-                    request,
+                    request: Box::new(request),
                     source,
                 };
                 self.route(&call_id, ev);
             }
             Event::Cancelled { invite_tx, request } => {
                 let call_id = request.call_id().unwrap_or_default().to_string();
-                self.route(&call_id, ServerEvent::Cancelled { invite_tx, request });
+                self.route(
+                    &call_id,
+                    ServerEvent::Cancelled {
+                        invite_tx,
+                        request: Box::new(request),
+                    },
+                );
             }
             // The layer names the call itself, so nothing here has to remember which server
             // transaction belonged to which call (a map of that would grow with every OPTIONS).
