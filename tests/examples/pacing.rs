@@ -20,7 +20,7 @@ async fn main() {
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(300);
     let sock = loop {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-        if a.local_addr().unwrap().port() % 2 == 0 {
+        if a.local_addr().unwrap().port().is_multiple_of(2) {
             break a;
         }
     };

@@ -23,7 +23,7 @@ async fn sender_and_receiver_reports_both_ways() {
     let (rtp_sock, rtcp_sock) = loop {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let p = a.local_addr().unwrap().port();
-        if p % 2 == 0 {
+        if p.is_multiple_of(2) {
             if let Ok(b) = UdpSocket::bind(("127.0.0.1", p + 1)) {
                 break (a, b);
             }
