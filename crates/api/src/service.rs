@@ -154,7 +154,7 @@ async fn handle(sw: &Arc<Switch>, req: ApiRequest) -> Reply {
                 },
             )?;
             rx.await
-                .unwrap_or_else(|_| Err(sw.missing_call(&d.call_uuid)))?;
+                .unwrap_or_else(|_| Err(ended_meanwhile(&d.call_uuid)))?;
             ok()
         }
         ApiRequest::SetChannelVars(v) => {
@@ -178,7 +178,7 @@ async fn handle(sw: &Arc<Switch>, req: ApiRequest) -> Reply {
         ApiRequest::GetCall(g) => {
             let (done, rx) = oneshot::channel();
             send_to_call(sw, &g.call_uuid, CallCommand::Info { done })?;
-            let info = rx.await.map_err(|_| sw.missing_call(&g.call_uuid))?;
+            let info = rx.await.map_err(|_| ended_meanwhile(&g.call_uuid))?;
             let mut m = Map::new();
             m.insert("call".into(), info);
             Ok(m)
@@ -353,7 +353,7 @@ async fn handle(sw: &Arc<Switch>, req: ApiRequest) -> Reply {
 async fn media_request(sw: &Switch, uuid: &str, request: MediaRequest) -> Reply {
     let (done, rx) = oneshot::channel();
     send_to_call(sw, uuid, CallCommand::Media { request, done })?;
-    rx.await.unwrap_or_else(|_| Err(sw.missing_call(uuid)))
+    rx.await.unwrap_or_else(|_| Err(ended_meanwhile(uuid)))
 }
 
 fn call_uuid_of(r: &ApiRequest) -> Option<&str> {
@@ -374,9 +374,15 @@ fn call_uuid_of(r: &ApiRequest) -> Option<&str> {
     })
 }
 
+/// The call was there but its task ended before acting: it is ending or has ended (108), even if
+/// it is not yet listed among the ended calls.
+fn ended_meanwhile(uuid: &str) -> ApiError {
+    ApiError::new(StatusCode::CallEnded, format!("call {uuid} has ended"))
+}
+
 fn send_to_call(sw: &Switch, uuid: &str, cmd: CallCommand) -> Result<(), ApiError> {
     match sw.calls.get(uuid) {
-        Some(h) => h.commands.send(cmd).map_err(|_| sw.missing_call(uuid)),
+        Some(h) => h.commands.send(cmd).map_err(|_| ended_meanwhile(uuid)),
         None => Err(sw.missing_call(uuid)),
     }
 }
