@@ -259,21 +259,12 @@ async fn main() {
             break;
         }
     }
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_default();
     let mut md = String::new();
     let _ = writeln!(md, "# Media benchmark\n");
     let _ = writeln!(
         md,
-        "Machine: {} cores, {cpu}. SIPp (carrier, -rtp_echo), nats-server, the WSS echo app and the switch (release build) all share it, so the switch gets well under the whole machine.\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        "Machine: {}. SIPp (carrier, -rtp_echo), nats-server, the WSS echo app and the switch (release build) all share it, so the switch gets well under the whole machine.\n",
+        machine()
     );
     let _ = writeln!(md, "Hold window {} s per step. Latency: RTP arrival → PCM frame written to the WebSocket, from the switch's histogram (bucket upper bounds).\n", hold.as_secs());
     let _ = writeln!(md, "| calls | answered | streams | RTP in /s | frames shed to app | drops at the switch's sockets | UDP drops machine-wide (SIPp included) | switch CPU (% of one core) | RSS per call | latency p50 | latency p99 |");

@@ -84,18 +84,13 @@ async fn main() {
             .copied()
             .unwrap_or(0)
     };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_default();
     let mut md = String::new();
     let _ = writeln!(md, "# RTP pacing\n");
-    let _ = writeln!(md, "One call, the far end's RTP socket in this program, {wall:.0} s on a {}-core {cpu} (release build).\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    let _ = writeln!(
+        md,
+        "One call, the far end's RTP socket in this program, {wall:.0} s on {} (release build).\n",
+        machine()
+    );
     let _ = writeln!(md, "| measure | value |\n|---|---|");
     let _ = writeln!(
         md,

@@ -144,6 +144,23 @@ impl Nats {
     }
 }
 
+/// "N cores, CPU model": the machine a benchmark figure belongs to.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores, {cpu}")
+}
+
 /// Writes a TOML configuration for `--config` and returns its path.
 pub fn config_file(toml: &str) -> PathBuf {
     let path = scratch("config").join("botstream.toml");
@@ -567,6 +584,15 @@ impl App {
                 return None;
             }
         }
+    }
+
+    /// drop_call, then the call's hangup event.
+    pub async fn hang_up(&mut self, uuid: &str) -> Value {
+        let r = self
+            .request("request_drop_call", json!({"call_uuid": uuid}))
+            .await;
+        assert_eq!(r["status_code"], 0, "{r}");
+        self.event(uuid, "hangup", Duration::from_secs(20)).await
     }
 
     /// Adds a SIP gateway pointing at a local SIPp.

@@ -103,9 +103,7 @@ async fn calls_over_tcp() {
         )
         .await;
     app.event(&uuid, "answered", T).await;
-    app.request("request_drop_call", json!({"call_uuid": uuid}))
-        .await;
-    app.event(&uuid, "hangup", T).await;
+    app.hang_up(&uuid).await;
     let msgs = carrier.messages();
     carrier.finish(T).expect("INVITE/ACK/BYE over TCP");
     assert!(msgs.contains("SIP/2.0/TCP"), "{msgs}");
@@ -129,9 +127,7 @@ async fn channel_vars_set_mid_call_go_on_the_bye() {
         )
         .await;
     assert_eq!(r["status_code"], 0, "{r}");
-    app.request("request_drop_call", json!({"call_uuid": uuid}))
-        .await;
-    app.event(&uuid, "hangup", T).await;
+    app.hang_up(&uuid).await;
     let msgs = carrier.messages();
     carrier.finish(T).unwrap();
     let bye = msgs.split("BYE sip:").nth(1).expect("a BYE");

@@ -253,9 +253,7 @@ async fn proxy_challenge_is_answered_with_proxy_authorization() {
     .await;
     let uuid = app.make_call("proxy", json!({})).await;
     app.event(&uuid, "answered", T).await;
-    app.request("request_drop_call", json!({"call_uuid": uuid}))
-        .await;
-    app.event(&uuid, "hangup", T).await;
+    app.hang_up(&uuid).await;
     carrier
         .finish(T)
         .expect("a Proxy-Authorization answering the 407");

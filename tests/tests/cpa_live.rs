@@ -87,9 +87,7 @@ async fn cpa_decides_fax_person_and_machine_with_beep() {
         assert_eq!(done["reason"], "break_event", "{done}");
     }
     for (uuid, carrier) in calls {
-        app.request("request_drop_call", json!({"call_uuid": uuid}))
-            .await;
-        app.event(&uuid, "hangup", T).await;
+        app.hang_up(&uuid).await;
         let _ = carrier.finish(T);
         // log_voice kept what was analysed, in the form `botstream analyze` reads.
         let log = sw.dir.join("data").join("cpa").join(format!("{uuid}.wav"));

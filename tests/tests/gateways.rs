@@ -143,9 +143,7 @@ async fn max_limit_is_counted_across_pods() {
         .await;
     assert_eq!(r["logical_gateways"][0]["gateways"][0]["calls"], 1, "{r}");
     app.use_switch(&a);
-    app.request("request_drop_call", json!({"call_uuid": first}))
-        .await;
-    app.event(&first, "hangup", T).await;
+    app.hang_up(&first).await;
     let second = app.make_call("capped", json!({})).await;
     app.request("request_drop_call", json!({"call_uuid": second}))
         .await;

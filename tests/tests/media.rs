@@ -114,9 +114,7 @@ async fn app_audio_comes_back_through_the_carrier_echo_and_stop_play_stops_it() 
         .await;
     assert_eq!(r["status_code"], 128, "no stream any more: {r}");
 
-    app.request("request_drop_call", json!({"call_uuid": uuid}))
-        .await;
-    app.event(&uuid, "hangup", T).await;
+    app.hang_up(&uuid).await;
     let q = app.event(&uuid, "call_quality", T).await;
     assert!(
         q["mos"].as_str().unwrap().parse::<f64>().unwrap() > 4.0,
@@ -157,9 +155,7 @@ async fn dtmf_from_the_carrier_becomes_events() {
                 .is_none(),
             "one event per key press"
         );
-        app.request("request_drop_call", json!({"call_uuid": uuid}))
-            .await;
-        app.event(&uuid, "hangup", T).await;
+        app.hang_up(&uuid).await;
         carrier.finish(T).unwrap();
     }
 }
@@ -180,9 +176,7 @@ async fn send_dtmf_loops_back_through_the_echo() {
         (a["digit"].as_str().unwrap(), b["digit"].as_str().unwrap()),
         ("4", "#")
     );
-    app.request("request_drop_call", json!({"call_uuid": uuid}))
-        .await;
-    app.event(&uuid, "hangup", T).await;
+    app.hang_up(&uuid).await;
     carrier.finish(T).unwrap();
 }
 
@@ -274,9 +268,7 @@ async fn sixteen_khz_streams_both_ways() {
         "rms {}",
         rms(&heard)
     );
-    app.request("request_drop_call", json!({"call_uuid": uuid}))
-        .await;
-    app.event(&uuid, "hangup", T).await;
+    app.hang_up(&uuid).await;
     carrier.finish(T).unwrap();
 }
 
@@ -303,9 +295,7 @@ async fn a_burst_beyond_sixty_seconds_keeps_the_newest_and_says_so() {
         .request("request_stop_play", json!({"call_uuid": uuid}))
         .await;
     assert_eq!(r["status_code"], 0, "{r}");
-    app.request("request_drop_call", json!({"call_uuid": uuid}))
-        .await;
-    app.event(&uuid, "hangup", T).await;
+    app.hang_up(&uuid).await;
     carrier.finish(T).unwrap();
 }
 
@@ -320,9 +310,7 @@ async fn dtmf_by_sip_info_becomes_an_event() {
     let d = app.event(&uuid, "dtmf", T).await;
     assert_eq!(d["digit"], "7", "{d}");
     assert_eq!(d["source"], "info");
-    app.request("request_drop_call", json!({"call_uuid": uuid}))
-        .await;
-    app.event(&uuid, "hangup", T).await;
+    app.hang_up(&uuid).await;
     carrier.finish(T).expect("INFO answered 200, then our BYE");
 }
 
@@ -374,8 +362,6 @@ async fn without_telephone_event_key_presses_are_heard_in_band() {
         ("5", "9")
     );
     assert_eq!(a["source"], "inband");
-    app.request("request_drop_call", json!({"call_uuid": uuid}))
-        .await;
-    app.event(&uuid, "hangup", T).await;
+    app.hang_up(&uuid).await;
     carrier.finish(T).unwrap();
 }

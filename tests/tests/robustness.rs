@@ -242,16 +242,12 @@ async fn tenant_quotas_and_port_exhaustion() {
         .await;
     assert_eq!(r["status_code"], 131, "{r}");
     for u in [&a, &a2] {
-        app.request("request_drop_call", json!({"call_uuid": u}))
-            .await;
-        app.event(u, "hangup", T).await;
+        app.hang_up(u).await;
     }
     // The pair is free again once the call is over.
     let b = app.make_call("c", json!({})).await;
     app.event(&b, "ringing", T).await;
-    app.request("request_drop_call", json!({"call_uuid": b}))
-        .await;
-    app.event(&b, "hangup", T).await;
+    app.hang_up(&b).await;
 }
 
 fn call(gw: &str, app: &App, tenant: &str) -> Value {
@@ -312,9 +308,7 @@ async fn garbage_sip_never_wedges_the_switch() {
         .make_call("c", json!({"channel_vars": {"sip_h_X-Campaign": "spring"}}))
         .await;
     app.event(&uuid, "answered", T).await;
-    app.request("request_drop_call", json!({"call_uuid": uuid}))
-        .await;
-    app.event(&uuid, "hangup", T).await;
+    app.hang_up(&uuid).await;
     carrier.finish(T).unwrap();
     let (_, metrics) = sw.http_get("/metrics").unwrap();
     let malformed: u64 = metrics
