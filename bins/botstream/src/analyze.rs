@@ -70,20 +70,7 @@ mod tests {
     use super::*;
 
     fn wav(samples: &[i16]) -> Vec<u8> {
-        let data_len = (samples.len() * 2) as u32;
-        let mut v = Vec::new();
-        v.extend_from_slice(b"RIFF");
-        v.extend_from_slice(&(36 + data_len).to_le_bytes());
-        v.extend_from_slice(b"WAVEfmt ");
-        v.extend_from_slice(&16u32.to_le_bytes());
-        v.extend_from_slice(&1u16.to_le_bytes());
-        v.extend_from_slice(&1u16.to_le_bytes());
-        v.extend_from_slice(&8000u32.to_le_bytes());
-        v.extend_from_slice(&16000u32.to_le_bytes());
-        v.extend_from_slice(&2u16.to_le_bytes());
-        v.extend_from_slice(&16u16.to_le_bytes());
-        v.extend_from_slice(b"data");
-        v.extend_from_slice(&data_len.to_le_bytes());
+        let mut v = cpa::wav::pcm16_header(1, (samples.len() * 2) as u32).to_vec();
         for s in samples {
             v.extend_from_slice(&s.to_le_bytes());
         }

@@ -73,7 +73,7 @@ impl VoiceLog {
             std::fs::create_dir_all(dir)?;
         }
         let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-        file.write_all(&header(0))?;
+        file.write_all(&cpa::wav::pcm16_header(1, 0))?;
         Ok(VoiceLog { file, samples: 0 })
     }
     fn write(&mut self, pcm: &[i16]) -> std::io::Result<()> {
@@ -86,26 +86,9 @@ impl VoiceLog {
     fn finish(mut self) -> std::io::Result<()> {
         self.file.seek(SeekFrom::Start(0))?;
         self.file
-            .write_all(&header(self.samples.saturating_mul(2)))?;
+            .write_all(&cpa::wav::pcm16_header(1, self.samples.saturating_mul(2)))?;
         self.file.flush()
     }
-}
-
-fn header(data_len: u32) -> [u8; 44] {
-    let mut h = [0u8; 44];
-    h[..4].copy_from_slice(b"RIFF");
-    h[4..8].copy_from_slice(&data_len.saturating_add(36).to_le_bytes());
-    h[8..16].copy_from_slice(b"WAVEfmt ");
-    h[16..20].copy_from_slice(&16u32.to_le_bytes());
-    h[20..22].copy_from_slice(&1u16.to_le_bytes());
-    h[22..24].copy_from_slice(&1u16.to_le_bytes());
-    h[24..28].copy_from_slice(&8000u32.to_le_bytes());
-    h[28..32].copy_from_slice(&16000u32.to_le_bytes());
-    h[32..34].copy_from_slice(&2u16.to_le_bytes());
-    h[34..36].copy_from_slice(&16u16.to_le_bytes());
-    h[36..40].copy_from_slice(b"data");
-    h[40..44].copy_from_slice(&data_len.to_le_bytes());
-    h
 }
 
 /// Runs until the engine is done or the call ends (the tap closes), then publishes cpa_done.

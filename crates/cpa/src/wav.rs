@@ -60,25 +60,32 @@ pub fn read_wav_mono16(bytes: &[u8]) -> Result<(u32, Vec<i16>), String> {
     Err("no data chunk".into())
 }
 
+/// The 44-byte header of an 8 kHz 16-bit PCM WAV with `channels` channels and `data_len` bytes
+/// of samples: the form `read_wav_mono16` reads, for writers that produce it (the live switch's
+/// `log_voice`, tests).
+pub fn pcm16_header(channels: u16, data_len: u32) -> [u8; 44] {
+    let mut h = [0u8; 44];
+    h[..4].copy_from_slice(b"RIFF");
+    h[4..8].copy_from_slice(&data_len.saturating_add(36).to_le_bytes());
+    h[8..16].copy_from_slice(b"WAVEfmt ");
+    h[16..20].copy_from_slice(&16u32.to_le_bytes());
+    h[20..22].copy_from_slice(&1u16.to_le_bytes());
+    h[22..24].copy_from_slice(&channels.to_le_bytes());
+    h[24..28].copy_from_slice(&8000u32.to_le_bytes());
+    h[28..32].copy_from_slice(&(16000 * channels as u32).to_le_bytes());
+    h[32..34].copy_from_slice(&(2 * channels).to_le_bytes());
+    h[34..36].copy_from_slice(&16u16.to_le_bytes());
+    h[36..40].copy_from_slice(b"data");
+    h[40..44].copy_from_slice(&data_len.to_le_bytes());
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn wav(samples: &[i16], channels: u16) -> Vec<u8> {
-        let mut v = Vec::new();
-        let data_len = (samples.len() * 2) as u32;
-        v.extend_from_slice(b"RIFF");
-        v.extend_from_slice(&(36 + data_len).to_le_bytes());
-        v.extend_from_slice(b"WAVEfmt ");
-        v.extend_from_slice(&16u32.to_le_bytes());
-        v.extend_from_slice(&1u16.to_le_bytes());
-        v.extend_from_slice(&channels.to_le_bytes());
-        v.extend_from_slice(&8000u32.to_le_bytes());
-        v.extend_from_slice(&(16000 * channels as u32).to_le_bytes());
-        v.extend_from_slice(&(2 * channels).to_le_bytes());
-        v.extend_from_slice(&16u16.to_le_bytes());
-        v.extend_from_slice(b"data");
-        v.extend_from_slice(&data_len.to_le_bytes());
+        let mut v = pcm16_header(channels, (samples.len() * 2) as u32).to_vec();
         for s in samples {
             v.extend_from_slice(&s.to_le_bytes());
         }
