@@ -286,12 +286,5 @@ async fn main() {
             r.p99
         );
     }
-    std::fs::create_dir_all(
-        std::path::Path::new(&out)
-            .parent()
-            .unwrap_or(std::path::Path::new(".")),
-    )
-    .ok();
-    std::fs::write(&out, &md).expect("write report");
-    println!("{md}");
+    write_report(&out, &md);
 }

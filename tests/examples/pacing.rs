@@ -108,12 +108,5 @@ async fn main() {
         q(0.99),
         gaps.last().copied().unwrap_or(0)
     );
-    std::fs::create_dir_all(
-        std::path::Path::new(&out)
-            .parent()
-            .unwrap_or(std::path::Path::new(".")),
-    )
-    .ok();
-    std::fs::write(&out, &md).expect("write report");
-    println!("{md}");
+    write_report(&out, &md);
 }

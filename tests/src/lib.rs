@@ -161,6 +161,15 @@ pub fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
+/// Writes a benchmark report (creating its folder) and prints it.
+pub fn write_report(out: &str, md: &str) {
+    if let Some(dir) = Path::new(out).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(out, md).expect("write report");
+    println!("{md}");
+}
+
 /// Writes a TOML configuration for `--config` and returns its path.
 pub fn config_file(toml: &str) -> PathBuf {
     let path = scratch("config").join("botstream.toml");
@@ -584,6 +593,31 @@ impl App {
                 return None;
             }
         }
+    }
+
+    /// A call through `gateway` to a `uas_answer.xml` carrier (which checks the X-Campaign
+    /// header), once answered; returns its call_uuid.
+    pub async fn answered_call(&mut self, gateway: &str) -> String {
+        let uuid = self
+            .make_call(
+                gateway,
+                json!({"channel_vars": {"sip_h_X-Campaign": "spring"}}),
+            )
+            .await;
+        self.event(&uuid, "answered", Duration::from_secs(20)).await;
+        uuid
+    }
+
+    /// Starts the call's stream to the test's WebSocket server and returns the app's end of it.
+    pub async fn stream_to(&self, uuid: &str, ws: &mut WsServer) -> WsConn {
+        let r = self
+            .request(
+                "request_start_stream",
+                json!({"call_uuid": uuid, "websocket_host": "127.0.0.1", "websocket_port": ws.port}),
+            )
+            .await;
+        assert_eq!(r["status_code"], 0, "{r}");
+        ws.accept(Duration::from_secs(20)).await
     }
 
     /// drop_call, then the call's hangup event.

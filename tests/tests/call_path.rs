@@ -116,10 +116,7 @@ async fn channel_vars_set_mid_call_go_on_the_bye() {
     let carrier = Sipp::uas_with("uas_answer.xml", 1, &[], &[("REASON", r"Q\.850;cause=16")]);
     let mut app = App::connect(&nats, &sw).await;
     app.add_gateway("c", carrier.port, &[]).await;
-    let uuid = app
-        .make_call("c", json!({"channel_vars": {"sip_h_X-Campaign": "spring"}}))
-        .await;
-    app.event(&uuid, "answered", T).await;
+    let uuid = app.answered_call("c").await;
     let r = app
         .request(
             "request_set_channel_vars",

@@ -276,14 +276,7 @@ async fn sixteen_khz_streams_both_ways() {
 async fn a_burst_beyond_sixty_seconds_keeps_the_newest_and_says_so() {
     let mut ws = WsServer::start().await;
     let (_nats, _sw, carrier, mut app, uuid) = echo_call(json!({})).await;
-    let r = app
-        .request(
-            "request_start_stream",
-            json!({"call_uuid": uuid, "websocket_host": "127.0.0.1", "websocket_port": ws.port}),
-        )
-        .await;
-    assert_eq!(r["status_code"], 0, "{r}");
-    let conn = ws.accept(T).await;
+    let conn = app.stream_to(&uuid, &mut ws).await;
     // 70 s of audio at once, in 1 s frames.
     for _ in 0..70 {
         conn.send_pcm(&tone(500.0, 8000, 3000.0));
@@ -334,14 +327,7 @@ async fn without_telephone_event_key_presses_are_heard_in_band() {
         r["status_code"], 128,
         "no telephone-event to send with: {r}"
     );
-    let r = app
-        .request(
-            "request_start_stream",
-            json!({"call_uuid": uuid, "websocket_host": "127.0.0.1", "websocket_port": ws.port}),
-        )
-        .await;
-    assert_eq!(r["status_code"], 0, "{r}");
-    let conn = ws.accept(T).await;
+    let conn = app.stream_to(&uuid, &mut ws).await;
     // The app plays the tones of 5 and 9 (120 ms each, 150 ms apart); the carrier's echo brings
     // them back as the caller's audio.
     let dual = |lo: f64, hi: f64| -> Vec<i16> {

@@ -304,10 +304,7 @@ async fn garbage_sip_never_wedges_the_switch() {
     let carrier = Sipp::uas_with("uas_answer.xml", 1, &[], &[("REASON", r"Q\.850;cause=16")]);
     let mut app = App::connect(&nats, &sw).await;
     app.add_gateway("c", carrier.port, &[]).await;
-    let uuid = app
-        .make_call("c", json!({"channel_vars": {"sip_h_X-Campaign": "spring"}}))
-        .await;
-    app.event(&uuid, "answered", T).await;
+    let uuid = app.answered_call("c").await;
     app.hang_up(&uuid).await;
     carrier.finish(T).unwrap();
     let (_, metrics) = sw.http_get("/metrics").unwrap();
@@ -334,10 +331,7 @@ async fn sigterm_drains_then_ends_calls_with_system_shutdown() {
     );
     let mut app = App::connect(&nats, &sw).await;
     app.add_gateway("c", carrier.port, &[]).await;
-    let uuid = app
-        .make_call("c", json!({"channel_vars": {"sip_h_X-Campaign": "spring"}}))
-        .await;
-    app.event(&uuid, "answered", T).await;
+    let uuid = app.answered_call("c").await;
     sw.proc.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -360,10 +354,7 @@ async fn calls_stay_up_while_nats_goes_away() {
     let carrier = Sipp::uas_with("uas_answer.xml", 1, &[], &[("REASON", r"Q\.850;cause=16")]);
     let mut app = App::connect(&nats, &sw).await;
     app.add_gateway("c", carrier.port, &[]).await;
-    let uuid = app
-        .make_call("c", json!({"channel_vars": {"sip_h_X-Campaign": "spring"}}))
-        .await;
-    app.event(&uuid, "answered", T).await;
+    let uuid = app.answered_call("c").await;
     nats.restart(Duration::from_secs(2));
     // Both the app and the switch reconnect on their own; the call was never touched.
     let end = tokio::time::Instant::now() + Duration::from_secs(15);
