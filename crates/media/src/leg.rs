@@ -25,7 +25,7 @@ use crate::resample::Upsampler;
 use crate::rtcp::{self, ReceiverStats, ReportBlock, RtcpPacket};
 use crate::rtp::{self, RtpHeader, SeqExtender};
 use crate::wav::StereoWavWriter;
-use crate::ws::{self, FromApp, StreamHandle, ToApp};
+use crate::ws::{self, FromApp, Session};
 
 const FRAME: Duration = Duration::from_millis(20);
 const SAMPLES: usize = 160;
@@ -38,7 +38,7 @@ pub const ALREADY_STREAMING: &str = "the call already has a stream";
 type DigitInFlight = (u32, std::collections::VecDeque<(bool, [u8; 4])>);
 
 type Opened = (
-    Result<StreamHandle, String>,
+    Result<Session, String>,
     u32,
     oneshot::Sender<Result<(), String>>,
 );
@@ -179,7 +179,7 @@ pub fn spawn(
 }
 
 struct Stream {
-    handle: StreamHandle,
+    session: Session,
     up: Option<Upsampler>,
 }
 
@@ -290,12 +290,12 @@ impl Leg {
         let rtcp_timer = tokio::time::sleep_until(rtcp_at);
         tokio::pin!(tick, rtcp_timer);
         loop {
-            let app_msg = async {
-                match self.stream.as_mut() {
-                    Some(s) => s.handle.from_app.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
+            // Last in the biased order, so it runs after whatever this wake-up brought: the
+            // frames those packets queued are written in the same turn.
+            let app_io = std::future::poll_fn(|cx| match self.stream.as_mut() {
+                Some(s) => s.session.poll_io(cx),
+                None => std::task::Poll::Pending,
+            });
             tokio::select! {
                 biased;
                 r = self.lease.rtp.readable() => {
@@ -314,7 +314,6 @@ impl Leg {
                     }
                 }
                 Some((result, sample_rate, done)) = connected.recv() => self.stream_opened(result, sample_rate, done),
-                m = app_msg => self.on_app(m),
                 _ = &mut tick => {
                     self.tick().await;
                     ticks += 1;
@@ -345,6 +344,7 @@ impl Leg {
                         return;
                     }
                 },
+                m = app_io => self.on_app(m),
             }
         }
     }
@@ -380,15 +380,8 @@ impl Leg {
                 let counters = self.cfg.counters.clone();
                 let back = self.opened.clone();
                 tokio::spawn(async move {
-                    let r = ws::open(
-                        &url,
-                        tls,
-                        first_frame,
-                        sample_rate,
-                        Duration::from_secs(3),
-                        counters,
-                    )
-                    .await;
+                    let r =
+                        ws::open(&url, tls, first_frame, Duration::from_secs(3), counters).await;
                     if let Some(back) = back {
                         let _ = back.send((r, sample_rate, done)).await;
                     }
@@ -441,16 +434,16 @@ impl Leg {
     /// The reply to start_stream goes only once the app is really connected (api.md §3.5).
     fn stream_opened(
         &mut self,
-        result: Result<StreamHandle, String>,
+        result: Result<Session, String>,
         sample_rate: u32,
         done: oneshot::Sender<Result<(), String>>,
     ) {
         self.connecting = false;
         match result {
-            Ok(handle) => {
+            Ok(session) => {
                 self.playout = Some(PlayoutQueue::new(sample_rate, PLAYOUT_MAX_MS));
                 let up = (sample_rate == 16000).then(Upsampler::new);
-                self.stream = Some(Stream { handle, up });
+                self.stream = Some(Stream { session, up });
                 self.cfg
                     .counters
                     .streams_active
@@ -471,7 +464,7 @@ impl Leg {
         let Some(s) = self.stream.take() else {
             return false;
         };
-        let _ = s.handle.to_app.try_send(ToApp::Close);
+        s.session.close();
         self.playout = None;
         self.cfg
             .counters
@@ -496,9 +489,9 @@ impl Leg {
     }
 
     fn mark_reached(&mut self, name: String) {
-        if let Some(s) = &self.stream {
+        if let Some(s) = self.stream.as_mut() {
             let text = serde_json::json!({"event": "mark", "name": name}).to_string();
-            let _ = s.handle.to_app.try_send(ToApp::Text(text));
+            s.session.send_text(text);
         }
         self.emit(Event::PlayMark { name });
     }
@@ -536,9 +529,9 @@ impl Leg {
         }
     }
 
-    fn on_app(&mut self, m: Option<FromApp>) {
+    fn on_app(&mut self, m: FromApp) {
         match m {
-            Some(FromApp::Audio(bytes)) => {
+            FromApp::Audio(bytes) => {
                 if let Some(q) = self.playout.as_mut() {
                     if let Some(o) = q.push_pcm(&bytes) {
                         self.emit(Event::Error {
@@ -551,18 +544,15 @@ impl Leg {
                     }
                 }
             }
-            Some(FromApp::Clear) => self.clear_playout(),
-            Some(FromApp::Mark(name)) => {
+            FromApp::Clear => self.clear_playout(),
+            FromApp::Mark(name) => {
                 if let Some(q) = self.playout.as_mut() {
                     q.push_mark(name);
                 }
             }
             // The app went away: the call stays up (api.md §3.5).
-            Some(FromApp::Closed { reason, code }) => {
+            FromApp::Closed { reason, code } => {
                 self.stop_stream(&reason, code);
-            }
-            None => {
-                self.stop_stream("socket closed", 1006);
             }
         }
     }
@@ -630,16 +620,7 @@ impl Leg {
                 }
                 None => to_le_bytes(&pcm),
             };
-            if s.handle
-                .to_app
-                .try_send(ToApp::Audio(bytes, std::time::Instant::now()))
-                .is_err()
-            {
-                self.cfg
-                    .counters
-                    .ws_frames_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+            s.session.send_audio(bytes, now.into_std());
         }
         if self.recording.is_some() || !self.taps.is_empty() {
             let arrival_ms = (now - self.started).as_millis() as u64;
