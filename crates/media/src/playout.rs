@@ -20,6 +20,8 @@ const CHUNK_BYTES: usize = 8192;
 /// memory forever. Beyond this the oldest mark is fired early (reported by the next frame); beyond
 /// twice this (marks faster than frames are played) the oldest is forgotten.
 const MAX_MARKS: usize = 4096;
+/// Queue capacity (samples) kept once drained: 0.5 s at 8 kHz; anything larger is released.
+const SHRINK_ABOVE: usize = 4000;
 
 /// Audio dropped from the front of the queue because the app sent more than `max_ms` ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +154,11 @@ impl PlayoutQueue {
         }
         out[n..].fill(0);
         self.played += n as u64;
+        // A burst (TTS, or frames bunched by a busy machine) leaves a large allocation behind;
+        // once it has played out, give it back rather than hold it for the rest of the call.
+        if self.queue.len() < FRAME && self.queue.capacity() > SHRINK_ABOVE {
+            self.queue.shrink_to(4 * FRAME);
+        }
 
         let mut reached = Vec::new();
         while let Some((pos, _)) = self.marks.front() {
@@ -187,6 +194,24 @@ mod tests {
 
     fn ramp(len: usize) -> Vec<i16> {
         (0..len).map(|i| (i % 30000) as i16 + 1).collect()
+    }
+
+    #[test]
+    fn a_played_out_burst_gives_its_memory_back() {
+        let mut q = PlayoutQueue::new(8000, 60_000);
+        q.push_pcm(&bytes_of(&ramp(8000 * 10)));
+        assert!(q.queue.capacity() >= 80_000);
+        let mut out = [0i16; 160];
+        while q.next_frame(&mut out).1 {}
+        assert!(q.queue.capacity() <= SHRINK_ABOVE, "{}", q.queue.capacity());
+        // Steady real-time play keeps its small allocation (no shrink/grow churn).
+        q.push_pcm(&bytes_of(&ramp(320)));
+        let cap = q.queue.capacity();
+        for _ in 0..100 {
+            q.push_pcm(&bytes_of(&ramp(160)));
+            q.next_frame(&mut out);
+        }
+        assert_eq!(q.queue.capacity(), cap);
     }
 
     /// Plays `frames` frames, concatenating the audio.

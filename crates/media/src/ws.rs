@@ -303,10 +303,12 @@ pub async fn open(
 /// Buffers sized for thousands of streams: tungstenite's defaults (128 KiB read and write
 /// buffers, 64 MiB messages) cost ~240 KiB per call and let one app make us hold 64 MiB. Frames
 /// are 320-640 bytes and each is sent at once, so small buffers lose nothing; a TTS burst of up
-/// to two minutes at 16 kHz still fits one message.
+/// to two minutes at 16 kHz still fits one message. The read chunk is small because tungstenite
+/// zero-fills it before every read (a memset per frame) and it stays resident; reads come from
+/// rustls's plaintext, so a smaller chunk costs copies, not syscalls.
 fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(Some(4 * 1024 * 1024))
