@@ -12,27 +12,55 @@ use std::time::{Duration, Instant};
 use e2e::*;
 use serde_json::json;
 
-fn proc_stat(pid: u32) -> (f64, u64) {
+/// A process's CPU time so far, user and system apart, in seconds.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    user: f64,
+    sys: f64,
+}
+
+fn proc_cpu(pid: &str) -> Cpu {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, r)| r.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kib = status
+    let secs = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 100.0
+    };
+    Cpu {
+        user: secs(11),
+        sys: secs(12),
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, rss_kib)
+        .unwrap_or(0)
+}
+
+/// (busy, total) jiffies over all cores, from /proc/stat: how saturated the machine is.
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
 /// Datagrams the kernel dropped on the switch's own UDP sockets (the `drops` column of
@@ -98,7 +126,13 @@ fn latency_buckets(text: &str) -> Vec<(Option<u64>, u64)> {
         .collect()
 }
 
-fn quantile(before: &[(Option<u64>, u64)], after: &[(Option<u64>, u64)], q: f64) -> String {
+/// The bucket holding quantile `q` of what was recorded between two scrapes: its label and its
+/// upper bound in µs (None when above the largest bucket or nothing was recorded).
+fn quantile(
+    before: &[(Option<u64>, u64)],
+    after: &[(Option<u64>, u64)],
+    q: f64,
+) -> (String, Option<u64>) {
     let delta: Vec<(Option<u64>, u64)> = after
         .iter()
         .zip(before.iter().chain(std::iter::repeat(&(None, 0))))
@@ -106,57 +140,77 @@ fn quantile(before: &[(Option<u64>, u64)], after: &[(Option<u64>, u64)], q: f64)
         .collect();
     let total = delta.last().map(|d| d.1).unwrap_or(0);
     if total == 0 {
-        return "n/a".into();
+        return ("n/a".into(), None);
     }
     let want = (total as f64 * q).ceil() as u64;
     for (le, n) in &delta {
         if *n >= want {
             return match le {
-                Some(us) => format!("≤ {us} µs"),
-                None => "> 50 ms".into(),
+                Some(us) => (format!("≤ {us} µs"), Some(*us)),
+                None => ("> 50 ms".into(), None),
             };
         }
     }
-    "n/a".into()
+    ("n/a".into(), None)
 }
 
 struct Row {
     n: usize,
+    carriers: usize,
     answered: usize,
     streams: usize,
     rtp_in_pps: f64,
     ws_dropped: u64,
     kernel_drops: u64,
     switch_drops: u64,
-    cpu_pct: f64,
+    /// % of one core over the hold window.
+    switch_user: f64,
+    switch_sys: f64,
+    sipp_cpu: f64,
+    app_cpu: f64,
+    /// % of the whole machine busy (all processes).
+    machine_busy: f64,
     rss_per_call_kib: f64,
     p50: String,
     p99: String,
+    p99_within_1ms: bool,
 }
+
+/// SIPp's echo is one thread on one socket per instance; beyond a few hundred calls that
+/// socket overflows while the thread waits for CPU, so each instance carries at most this many.
+const CALLS_PER_CARRIER: usize = 500;
 
 async fn run(n: usize, hold: Duration) -> Row {
     let nats = Nats::start();
     let sw = Switch::start(&nats, &["--rtp-ports", "20000-60000"]);
     let mut ws = WsServer::start_echo().await;
     let _ = &mut ws;
-    let carrier = Sipp::uas_with(
-        "uas_answer.xml",
-        n as u32,
-        &["-rtp_echo", "-l", &n.to_string(), "-timeout", "600s"],
-        &[("REASON", "Q")],
-    );
+    let k = n.div_ceil(CALLS_PER_CARRIER).max(1);
+    let carriers: Vec<Sipp> = (0..k)
+        .map(|i| {
+            let share = n / k + usize::from(i < n % k);
+            Sipp::uas_with(
+                "uas_answer.xml",
+                share as u32,
+                &["-rtp_echo", "-l", &share.to_string(), "-timeout", "600s"],
+                &[("REASON", "Q")],
+            )
+        })
+        .collect();
     let mut app = App::connect(&nats, &sw).await;
-    app.add_gateway("bench", carrier.port, &[]).await;
+    for (i, c) in carriers.iter().enumerate() {
+        app.add_gateway(&format!("bench{i}"), c.port, &[]).await;
+    }
     let pid = sw.proc.child.id();
-    let (_, rss_idle) = proc_stat(pid);
+    let rss_idle = rss_kib(pid);
     // Paced at about 100 call attempts a second: a burst of hundreds of INVITEs at once makes
     // SIPp (not the switch) drop some.
     let mut uuids = Vec::new();
     for chunk in (0..n).collect::<Vec<_>>().chunks(20) {
-        let reqs = chunk.iter().map(|_| {
+        let reqs = chunk.iter().map(|i| {
             app.request(
                 "request_make_call",
-                json!({"gateway": "bench", "tenant_id": "bench", "to_number": "1", "from_number": "2",
+                json!({"gateway": format!("bench{}", i % k), "tenant_id": "bench", "to_number": "1", "from_number": "2",
                        "event_subject": app.event_subject, "channel_vars": {"sip_h_X-Campaign": "spring"}}),
             )
         });
@@ -193,14 +247,32 @@ async fn run(n: usize, hold: Duration) -> Row {
     }
     // Let the echo loops settle, then measure over the hold window.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let sipp_pids: Vec<String> = carriers
+        .iter()
+        .map(|c| c.proc.child.id().to_string())
+        .collect();
+    let sipp_cpu = || -> f64 {
+        sipp_pids
+            .iter()
+            .map(|p| proc_cpu(p))
+            .map(|c| c.user + c.sys)
+            .sum()
+    };
     let (_, m0) = sw.http_get("/metrics").unwrap_or_default();
-    let (cpu0, _) = proc_stat(pid);
+    let sw0 = proc_cpu(&pid.to_string());
+    let app0 = proc_cpu("self");
+    let sipp0 = sipp_cpu();
+    let mach0 = machine_jiffies();
     let k0 = udp_rcvbuf_errors();
     let t0 = Instant::now();
     tokio::time::sleep(hold).await;
     let secs = t0.elapsed().as_secs_f64();
     let (_, m1) = sw.http_get("/metrics").unwrap_or_default();
-    let (cpu1, rss) = proc_stat(pid);
+    let sw1 = proc_cpu(&pid.to_string());
+    let app1 = proc_cpu("self");
+    let sipp1 = sipp_cpu();
+    let mach1 = machine_jiffies();
+    let rss = rss_kib(pid);
     let k1 = udp_rcvbuf_errors();
     let switch_drops = switch_udp_drops(pid);
     for chunk in uuids.chunks(100) {
@@ -209,15 +281,22 @@ async fn run(n: usize, hold: Duration) -> Row {
             .map(|u| app.request("request_drop_call", json!({"call_uuid": u})));
         futures::future::join_all(reqs).await;
     }
-    let _ = carrier.finish(Duration::from_secs(60));
+    for c in carriers {
+        let _ = c.finish(Duration::from_secs(60));
+    }
     // A clean exit (SIGTERM), so a profiler wrapped around the switch can write its report.
     let mut sw = sw;
     sw.proc.terminate();
     let _ = sw.proc.wait_exit(Duration::from_secs(60));
     let rtp_in = metric(&m1, "botstream_rtp_packets_total{dir=\"in\"} ")
         - metric(&m0, "botstream_rtp_packets_total{dir=\"in\"} ");
+    let pct = |d: f64| d / secs * 100.0;
+    let b0 = latency_buckets(&m0);
+    let b1 = latency_buckets(&m1);
+    let p99 = quantile(&b0, &b1, 0.99);
     Row {
         n,
+        carriers: k,
         answered,
         streams,
         rtp_in_pps: rtp_in as f64 / secs,
@@ -225,10 +304,16 @@ async fn run(n: usize, hold: Duration) -> Row {
             - metric(&m0, "botstream_ws_frames_dropped_total "),
         kernel_drops: k1.saturating_sub(k0),
         switch_drops,
-        cpu_pct: (cpu1 - cpu0) / secs * 100.0,
+        switch_user: pct(sw1.user - sw0.user),
+        switch_sys: pct(sw1.sys - sw0.sys),
+        sipp_cpu: pct(sipp1 - sipp0),
+        // The bench process is the WSS echo app (it also polls /metrics twice).
+        app_cpu: pct(app1.user + app1.sys - app0.user - app0.sys),
+        machine_busy: (mach1.0 - mach0.0) as f64 / (mach1.1 - mach0.1).max(1) as f64 * 100.0,
         rss_per_call_kib: rss.saturating_sub(rss_idle) as f64 / n.max(1) as f64,
-        p50: quantile(&latency_buckets(&m0), &latency_buckets(&m1), 0.50),
-        p99: quantile(&latency_buckets(&m0), &latency_buckets(&m1), 0.99),
+        p50: quantile(&b0, &b1, 0.50).0,
+        p99_within_1ms: p99.1.is_some_and(|us| us <= 1000),
+        p99: p99.0,
     }
 }
 
@@ -242,45 +327,76 @@ async fn main() {
     let ns: Vec<usize> = args
         .get(2)
         .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
-        .unwrap_or_else(|| vec![50, 200, 500, 1000, 2000]);
+        .unwrap_or_else(|| vec![250, 500, 750, 1000, 1500, 2000]);
     let hold = Duration::from_secs(args.get(3).and_then(|s| s.parse().ok()).unwrap_or(15));
     let mut rows = Vec::new();
     for n in ns {
         eprintln!("bench: {n} calls");
         let row = run(n, hold).await;
-        let lossless =
-            row.ws_dropped == 0 && row.switch_drops == 0 && row.answered == n && row.streams == n;
         eprintln!(
-            "  answered {} streams {} rtp_in {:.0}/s ws_dropped {} switch_drops {} all_udp_drops {} cpu {:.0}% rss/call {:.1} KiB p50 {} p99 {}",
-            row.answered, row.streams, row.rtp_in_pps, row.ws_dropped, row.switch_drops, row.kernel_drops, row.cpu_pct, row.rss_per_call_kib, row.p50, row.p99
+            "  answered {} streams {} rtp_in {:.0}/s ws_dropped {} switch_drops {} all_udp_drops {} switch cpu {:.0}%+{:.0}% sipp {:.0}% app {:.0}% machine {:.0}% rss/call {:.1} KiB p50 {} p99 {}",
+            row.answered, row.streams, row.rtp_in_pps, row.ws_dropped, row.switch_drops, row.kernel_drops,
+            row.switch_user, row.switch_sys, row.sipp_cpu, row.app_cpu, row.machine_busy,
+            row.rss_per_call_kib, row.p50, row.p99
         );
+        let set_up = row.answered == n && row.streams == n;
         rows.push(row);
-        if !lossless {
+        // Calls that can no longer be set up mean the machine is past saturation: larger
+        // steps would only measure the load generators.
+        if !set_up {
             break;
         }
     }
+    let lossless = |r: &&Row| {
+        r.answered == r.n && r.streams == r.n && r.ws_dropped == 0 && r.switch_drops == 0
+    };
+    let largest = |f: &dyn Fn(&&Row) -> bool| {
+        rows.iter()
+            .filter(f)
+            .map(|r| r.n.to_string())
+            .next_back()
+            .unwrap_or_else(|| "none".into())
+    };
     let mut md = String::new();
     let _ = writeln!(md, "# Media benchmark\n");
     let _ = writeln!(
         md,
-        "Machine: {}. SIPp (carrier, -rtp_echo), nats-server, the WSS echo app and the switch (release build) all share it, so the switch gets well under the whole machine.\n",
+        "Machine: {}. The switch (release build), its load generators (SIPp carriers with -rtp_echo, one per {CALLS_PER_CARRIER} calls; the WSS echo app, which is the bench process) and nats-server all share it.\n",
         machine()
     );
-    let _ = writeln!(md, "Hold window {} s per step. Latency: RTP arrival → PCM frame written to the WebSocket, from the switch's histogram (bucket upper bounds).\n", hold.as_secs());
-    let _ = writeln!(md, "| calls | answered | streams | RTP in /s | frames shed to app | drops at the switch's sockets | UDP drops machine-wide (SIPp included) | switch CPU (% of one core) | RSS per call | latency p50 | latency p99 |");
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "- Largest N with nothing lost inside the switch: **{}**",
+        largest(&lossless)
+    );
+    let _ = writeln!(
+        md,
+        "- Largest N with nothing lost inside the switch and p99 ≤ 1 ms: **{}**\n",
+        largest(&|r: &&Row| lossless(r) && r.p99_within_1ms)
+    );
+    let _ = writeln!(md, "Hold window {} s per step. Latency: RTP packet read by the switch → its PCM frame written to the WebSocket, from the switch's histogram (bucket upper bounds). CPU columns are % of one core over the hold window; machine busy is % of all cores.\n", hold.as_secs());
+    let _ = writeln!(md, "| calls | SIPp carriers | answered | streams | RTP in /s | frames shed to app | drops at the switch's sockets | UDP drops machine-wide | switch CPU user + sys | SIPp CPU | app CPU | machine busy | switch RSS per call | latency p50 | latency p99 |");
+    let _ = writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for r in &rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.0} | {:.1} KiB | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {:.0} + {:.0} | {:.0} | {:.0} | {:.0} % | {:.1} KiB | {} | {} |",
             r.n,
+            r.carriers,
             r.answered,
             r.streams,
             r.rtp_in_pps,
             r.ws_dropped,
             r.switch_drops,
             r.kernel_drops,
-            r.cpu_pct,
+            r.switch_user,
+            r.switch_sys,
+            r.sipp_cpu,
+            r.app_cpu,
+            r.machine_busy,
             r.rss_per_call_kib,
             r.p50,
             r.p99
