@@ -36,9 +36,10 @@ test: deps-test
 	$(CARGO) build -p botstream
 	$(CARGO) test --workspace --no-fail-fast
 
-# N concurrent streamed calls (SIPp echoing RTP, a local WSS echo app), N rising until the
-# switch loses something; report in bench/results/media.md. BENCH_CALLS and BENCH_HOLD override.
-BENCH_CALLS ?= 50,200,500,1000,2000
+# N concurrent streamed calls (SIPp carriers echoing RTP, a local WSS echo app), N rising until
+# calls can no longer be set up; report in bench/results/media.md. BENCH_CALLS and BENCH_HOLD
+# override.
+BENCH_CALLS ?= 250,500,750,1000,1500,2000
 BENCH_HOLD ?= 15
 # How long one call's 20 ms clock is watched for drift (bench/results/pacing.md).
 BENCH_PACING_SECS ?= 300
