@@ -134,6 +134,7 @@ impl SipStack {
             udp,
             tls_client: tls.client.clone(),
             tcp_conns: HashMap::new(),
+            connecting: HashMap::new(),
             net_tx,
             clients: HashMap::new(),
             calls: HashMap::new(),
@@ -205,7 +206,8 @@ enum NetEvent {
     /// A TCP or TLS connection is up; messages to that peer go through its writer.
     StreamOpened(Peer, mpsc::UnboundedSender<Vec<u8>>),
     StreamClosed(Peer),
-    StreamFailed(Peer, Vec<u8>),
+    /// Opening a connection to this peer failed (or took over 5 s).
+    ConnectFailed(Peer),
 }
 
 struct Driver {
@@ -213,6 +215,9 @@ struct Driver {
     udp: Arc<UdpSocket>,
     tls_client: Option<Arc<rustls::ClientConfig>>,
     tcp_conns: HashMap<Peer, mpsc::UnboundedSender<Vec<u8>>>,
+    /// Connections being opened, with what waits to go out on them: one attempt per peer, so
+    /// a burst of requests to a trunk opens one connection, not one each.
+    connecting: HashMap<Peer, Vec<Vec<u8>>>,
     net_tx: mpsc::UnboundedSender<NetEvent>,
     clients: HashMap<TxId, mpsc::UnboundedSender<ClientEvent>>,
     calls: HashMap<String, mpsc::UnboundedSender<ServerEvent>>,
@@ -419,14 +424,21 @@ impl Driver {
                 tracing::debug!(%from, "closed a TCP connection after a malformed message");
             }
             NetEvent::StreamOpened(peer, w) => {
+                // Queued before the connection was up; sent first, in order, so a later
+                // transmit cannot overtake them.
+                for bytes in self.connecting.remove(&peer).unwrap_or_default() {
+                    let _ = w.send(bytes);
+                }
                 self.tcp_conns.insert(peer, w);
             }
             NetEvent::StreamClosed(peer) => {
                 self.tcp_conns.remove(&peer);
             }
-            NetEvent::StreamFailed(peer, bytes) => {
-                if let Some(id) = self.layer.client_tx_for(peer, &bytes) {
-                    self.layer.transport_error(id);
+            NetEvent::ConnectFailed(peer) => {
+                for bytes in self.connecting.remove(&peer).unwrap_or_default() {
+                    if let Some(id) = self.layer.client_tx_for(peer, &bytes) {
+                        self.layer.transport_error(id);
+                    }
                 }
             }
         }
@@ -467,19 +479,31 @@ impl Driver {
                 }
             }
             Transport::Tcp | Transport::Tls => {
-                if let Some(w) = self.tcp_conns.get(&peer) {
-                    if w.send(bytes.clone()).is_ok() {
-                        return;
-                    }
+                let bytes = match self.tcp_conns.get(&peer) {
+                    Some(w) => match w.send(bytes) {
+                        Ok(()) => return,
+                        // The connection's writer is gone (closed): open a new one.
+                        Err(mpsc::error::SendError(bytes)) => {
+                            self.tcp_conns.remove(&peer);
+                            bytes
+                        }
+                    },
+                    None => bytes,
+                };
+                if let Some(waiting) = self.connecting.get_mut(&peer) {
+                    waiting.push(bytes);
+                    return;
                 }
-                // Open a connection and send once it is up; a failure ends the transaction.
+                // Open a connection and send once it is up; a failure ends the transactions
+                // that were waiting for it.
+                self.connecting.insert(peer, vec![bytes]);
                 let net = self.net_tx.clone();
                 let tls = self.tls_client.clone();
                 tokio::spawn(async move {
                     let connect = async {
                         let tcp = TcpStream::connect(peer.addr).await.ok()?;
                         if peer.transport == Transport::Tcp {
-                            spawn_connection_then(tcp, peer, net.clone(), bytes.clone());
+                            spawn_connection(tcp, peer, net.clone());
                             return Some(());
                         }
                         // Trunks are addressed by IP here, so the certificate is not matched to a
@@ -487,7 +511,7 @@ impl Driver {
                         let connector = tokio_rustls::TlsConnector::from(tls?);
                         let name = rustls::pki_types::ServerName::IpAddress(peer.addr.ip().into());
                         let stream = connector.connect(name, tcp).await.ok()?;
-                        spawn_connection_then(stream, peer, net.clone(), bytes.clone());
+                        spawn_connection(stream, peer, net.clone());
                         Some(())
                     };
                     if tokio::time::timeout(Duration::from_secs(5), connect)
@@ -496,7 +520,7 @@ impl Driver {
                         .flatten()
                         .is_none()
                     {
-                        let _ = net.send(NetEvent::StreamFailed(peer, bytes));
+                        let _ = net.send(NetEvent::ConnectFailed(peer));
                     }
                 });
             }
@@ -562,29 +586,4 @@ impl Driver {
         }
         let _ = self.front.send(ev);
     }
-}
-
-fn spawn_connection_then<S>(
-    stream: S,
-    peer: Peer,
-    net: mpsc::UnboundedSender<NetEvent>,
-    first: Vec<u8>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
-{
-    // Register the connection, then queue the first message on it; the driver processes
-    // StreamOpened before any later transmit to this peer, so ordering holds.
-    let (relay_tx, mut relay_rx) = mpsc::unbounded_channel::<NetEvent>();
-    spawn_connection(stream, peer, relay_tx);
-    tokio::spawn(async move {
-        let mut first = Some(first);
-        while let Some(ev) = relay_rx.recv().await {
-            if let (NetEvent::StreamOpened(_, w), Some(bytes)) = (&ev, first.take()) {
-                let _ = w.send(bytes);
-            }
-            if net.send(ev).is_err() {
-                break;
-            }
-        }
-    });
 }
