@@ -104,6 +104,12 @@ fn metrics(sw: &api::Switch) -> String {
         "botstream_rtp_packets_total{{dir=\"out\"}} {}",
         sw.media.counters.rtp_out.load(Ordering::Relaxed)
     );
+    let _ = writeln!(s, "# TYPE botstream_rtp_ticks_skipped_total counter");
+    let _ = writeln!(
+        s,
+        "botstream_rtp_ticks_skipped_total {}",
+        sw.media.counters.ticks_skipped.load(Ordering::Relaxed)
+    );
     let _ = writeln!(s, "# TYPE botstream_streams_active gauge");
     let _ = writeln!(
         s,

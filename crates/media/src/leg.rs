@@ -51,6 +51,9 @@ pub struct MediaCounters {
     pub streams_active: AtomicI64,
     /// Caller frames shed because the app read too slowly.
     pub ws_frames_dropped: AtomicU64,
+    /// 20 ms sends given up because a call's task woke over 200 ms late (a starved machine):
+    /// audio to the caller lost inside the switch.
+    pub ticks_skipped: AtomicU64,
     /// From an RTP packet's arrival to its PCM frame written to the app's socket.
     pub forward_latency: LatencyHistogram,
 }
@@ -322,7 +325,12 @@ impl Leg {
                     let now = Instant::now();
                     if next_tick + Duration::from_millis(200) < now {
                         // Asleep for long (suspended host): skip ahead rather than burst.
-                        ticks = ((now - start).as_millis() / 20) as u64;
+                        let caught_up = ((now - start).as_millis() / 20) as u64;
+                        self.cfg
+                            .counters
+                            .ticks_skipped
+                            .fetch_add(caught_up.saturating_sub(ticks), Ordering::Relaxed);
+                        ticks = caught_up;
                         next_tick = start + FRAME * (ticks as u32 + 1);
                     }
                     tick.as_mut().reset(next_tick);
