@@ -57,14 +57,19 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A metric with one unlabelled sample.
+fn one(s: &mut String, name: &str, kind: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(s, "# TYPE {name} {kind}\n{name} {value}");
+}
+
 fn metrics(sw: &api::Switch) -> String {
     let m = &sw.metrics;
     let mut s = String::new();
-    let _ = writeln!(s, "# TYPE botstream_calls_active gauge");
-    let _ = writeln!(
-        s,
-        "botstream_calls_active {}",
-        m.calls_active.load(Ordering::Relaxed)
+    one(
+        &mut s,
+        "botstream_calls_active",
+        "gauge",
+        m.calls_active.load(Ordering::Relaxed),
     );
     let _ = writeln!(s, "# TYPE botstream_calls_total counter");
     for ((dir, cause), n) in m
@@ -104,23 +109,23 @@ fn metrics(sw: &api::Switch) -> String {
         "botstream_rtp_packets_total{{dir=\"out\"}} {}",
         sw.media.counters.rtp_out.load(Ordering::Relaxed)
     );
-    let _ = writeln!(s, "# TYPE botstream_rtp_ticks_skipped_total counter");
-    let _ = writeln!(
-        s,
-        "botstream_rtp_ticks_skipped_total {}",
-        sw.media.counters.ticks_skipped.load(Ordering::Relaxed)
+    one(
+        &mut s,
+        "botstream_rtp_ticks_skipped_total",
+        "counter",
+        sw.media.counters.ticks_skipped.load(Ordering::Relaxed),
     );
-    let _ = writeln!(s, "# TYPE botstream_streams_active gauge");
-    let _ = writeln!(
-        s,
-        "botstream_streams_active {}",
-        sw.media.counters.streams_active.load(Ordering::Relaxed)
+    one(
+        &mut s,
+        "botstream_streams_active",
+        "gauge",
+        sw.media.counters.streams_active.load(Ordering::Relaxed),
     );
-    let _ = writeln!(s, "# TYPE botstream_ws_frames_dropped_total counter");
-    let _ = writeln!(
-        s,
-        "botstream_ws_frames_dropped_total {}",
-        sw.media.counters.ws_frames_dropped.load(Ordering::Relaxed)
+    one(
+        &mut s,
+        "botstream_ws_frames_dropped_total",
+        "counter",
+        sw.media.counters.ws_frames_dropped.load(Ordering::Relaxed),
     );
     let _ = writeln!(s, "# TYPE botstream_ws_forward_latency_us histogram");
     let counts = sw.media.counters.forward_latency.snapshot();
@@ -158,13 +163,17 @@ fn metrics(sw: &api::Switch) -> String {
         "botstream_sip_messages_total{{dir=\"out\"}} {}",
         st.sent.load(Ordering::Relaxed)
     );
-    let _ = writeln!(s, "# TYPE botstream_sip_malformed_total counter");
-    let _ = writeln!(
-        s,
-        "botstream_sip_malformed_total {}",
-        st.malformed.load(Ordering::Relaxed)
+    one(
+        &mut s,
+        "botstream_sip_malformed_total",
+        "counter",
+        st.malformed.load(Ordering::Relaxed),
     );
-    let _ = writeln!(s, "# TYPE botstream_rtp_ports_in_use gauge");
-    let _ = writeln!(s, "botstream_rtp_ports_in_use {}", sw.ports.in_use());
+    one(
+        &mut s,
+        "botstream_rtp_ports_in_use",
+        "gauge",
+        sw.ports.in_use(),
+    );
     s
 }
