@@ -26,7 +26,7 @@ async fn registers_with_digest_and_unregisters_on_delete() {
             ("register", "true"),
             ("username", "acct1"),
             ("password", "pw1"),
-            ("realm", "127.0.0.1"),
+            ("realm", "carrier.example"),
         ],
     )
     .await;

@@ -74,6 +74,12 @@ pub struct Cli {
     /// Extra CA for the app's certificate
     #[arg(long, env = "BOTSTREAM_WS_CA_FILE")]
     pub ws_ca_file: Option<PathBuf>,
+    /// RFC 4028 Session-Expires our INVITEs ask for, in seconds; 0 asks for no timer [default: 1800]
+    #[arg(long, env = "BOTSTREAM_SIP_SESSION_EXPIRES")]
+    pub sip_session_expires: Option<u32>,
+    /// RFC 4028 Min-SE: the shortest session interval accepted, in seconds [default: 90]
+    #[arg(long, env = "BOTSTREAM_SIP_MIN_SE")]
+    pub sip_min_se: Option<u32>,
     /// Seconds to wait for calls to end on SIGTERM [default: 30]
     #[arg(long, env = "BOTSTREAM_DRAIN_SECS")]
     pub drain_secs: Option<u64>,
@@ -136,6 +142,8 @@ struct SipSection {
     tls_key: Option<PathBuf>,
     inbound_acl: Option<String>,
     public_addr: Option<String>,
+    session_expires: Option<u32>,
+    min_se: Option<u32>,
 }
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
@@ -227,6 +235,8 @@ pub struct Settings {
     pub inbound_routes: Vec<api::InboundRoute>,
     pub store_prefix: String,
     pub drain_secs: u64,
+    pub session_expires: u32,
+    pub min_se: u32,
     pub dialplan: BTreeMap<String, String>,
     pub tenants: HashMap<String, u32>,
     pub tenants_enforce: bool,
@@ -366,6 +376,11 @@ impl Settings {
                 .collect(),
             store_prefix: pick(&cli.store_prefix, &file.store.bucket_prefix, "botstream"),
             drain_secs: cli.drain_secs.or(file.shutdown.drain_secs).unwrap_or(30),
+            session_expires: cli
+                .sip_session_expires
+                .or(file.sip.session_expires)
+                .unwrap_or(1800),
+            min_se: cli.sip_min_se.or(file.sip.min_se).unwrap_or(90).max(1),
             dialplan: file.dialplan,
             tenants: tenant_list
                 .into_iter()

@@ -127,21 +127,22 @@ fn metrics(sw: &api::Switch) -> String {
         "counter",
         sw.media.counters.ws_frames_dropped.load(Ordering::Relaxed),
     );
-    let _ = writeln!(s, "# TYPE botstream_ws_forward_latency_us histogram");
-    let counts = sw.media.counters.forward_latency.snapshot();
-    let mut cumulative = 0;
-    for (i, n) in counts.iter().enumerate() {
-        cumulative += n;
-        let le = media::leg::LATENCY_BUCKETS_US
-            .get(i)
-            .map(|b| b.to_string())
-            .unwrap_or_else(|| "+Inf".into());
-        let _ = writeln!(
-            s,
-            "botstream_ws_forward_latency_us_bucket{{le=\"{le}\"}} {cumulative}"
-        );
-    }
-    let _ = writeln!(s, "botstream_ws_forward_latency_us_count {cumulative}");
+    histogram(
+        &mut s,
+        "botstream_ws_forward_latency_us",
+        &sw.media.counters.forward_latency,
+    );
+    histogram(
+        &mut s,
+        "botstream_bridge_latency_us",
+        &sw.media.counters.bridge_latency,
+    );
+    one(
+        &mut s,
+        "botstream_events_dropped_total",
+        "counter",
+        sw.metrics.events_dropped.load(Ordering::Relaxed),
+    );
     let _ = writeln!(s, "# TYPE botstream_gateway_up gauge");
     for (name, up) in sw.registry.statuses() {
         let _ = writeln!(
@@ -176,4 +177,20 @@ fn metrics(sw: &api::Switch) -> String {
         sw.ports.in_use(),
     );
     s
+}
+
+/// A latency histogram in Prometheus text: cumulative buckets by upper bound, then the count.
+fn histogram(s: &mut String, name: &str, h: &media::leg::LatencyHistogram) {
+    let _ = writeln!(s, "# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (i, n) in h.snapshot().iter().enumerate() {
+        cumulative += n;
+        let le = h
+            .bounds()
+            .get(i)
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "+Inf".into());
+        let _ = writeln!(s, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(s, "{name}_count {cumulative}");
 }

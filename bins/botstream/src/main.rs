@@ -128,6 +128,7 @@ async fn run(s: Settings) -> Result<(), BoxError> {
     let cpa_configs = api::cpa_configs::CpaConfigs::open(&js, &s.store_prefix)
         .await
         .map_err(|e| format!("CPA configuration store: {e}"))?;
+    let (board, board_inputs) = api::shell::channel();
     let sw = api::Switch::new(
         api::SwitchConfig {
             pod_id: s.pod_id.clone(),
@@ -156,12 +157,28 @@ async fn run(s: Settings) -> Result<(), BoxError> {
             counters: Default::default(),
         },
         s.data_dir.clone(),
+        board.clone(),
+    );
+    api::shell::spawn(
+        sw.clone(),
+        api::board::BoardConfig {
+            local: sw.local.clone(),
+            public_ip: s.public_ip,
+            pod_id: s.pod_id.clone(),
+            data_dir: s.data_dir.clone(),
+            t1: sip_core::transaction::TimerConfig::default().t1,
+            session_expires: s.session_expires,
+            min_se: s.min_se,
+            refer_timeout: Duration::from_secs(120),
+        },
+        &board,
+        board_inputs,
+        front,
     );
     let http = tokio::net::TcpListener::bind(s.http_listen)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", s.http_listen))?;
     tokio::spawn(http::serve(http, sw.clone(), ready.clone()));
-    tokio::spawn(api::service::front_door(sw.clone(), front));
     let sub = client
         .queue_subscribe(s.api_subject.clone(), "botstream".into())
         .await

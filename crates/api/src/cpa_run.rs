@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use crate::events::{fields, EventSink};
+use crate::events::fields;
 use crate::request::SetCpaParams;
 
 /// The engine's parameters from a stored configuration.
@@ -91,13 +91,14 @@ impl VoiceLog {
     }
 }
 
-/// Runs until the engine is done or the call ends (the tap closes), then publishes cpa_done.
-/// The engine is pure and cheap (well under 1 % of a core per call), so it runs on this task.
+/// Runs until the engine is done or the call ends (the tap closes), handing every result to
+/// `emit` (the call core publishes them), `cpa_done` last. The engine is pure and cheap (well
+/// under 1 % of a core per call), so it runs on this task.
 pub async fn run(
     config: SetCpaParams,
     mut audio: mpsc::Receiver<Vec<i16>>,
-    events: EventSink,
     log_path: Option<PathBuf>,
+    mut emit: impl FnMut(cpa::Output),
 ) {
     let mut engine = cpa::Engine::new(engine_params(&config));
     let mut log = log_path.as_ref().and_then(|p| match VoiceLog::create(p) {
@@ -121,8 +122,7 @@ pub async fn run(
             None => engine.handle_hangup(),
         }
         while let Some(o) = engine.poll_output() {
-            let (name, data) = output_fields(o);
-            events.publish(name, data).await;
+            emit(o);
         }
         if engine.is_done() || frame.is_none() {
             break;
@@ -133,22 +133,14 @@ pub async fn run(
     }
 }
 
-/// In-band DTMF (issue: calls whose far end offered no telephone-event): the Q.24 detector over
-/// the caller's audio, each key press published as a `dtmf` event with source `inband`.
-pub async fn inband_dtmf(mut audio: mpsc::Receiver<Vec<i16>>, events: EventSink) {
+/// In-band DTMF (calls whose far end offered no telephone-event): the Q.24 detector over the
+/// caller's audio, each key press handed to `emit` (reported with source `inband`).
+pub async fn inband_dtmf(mut audio: mpsc::Receiver<Vec<i16>>, mut emit: impl FnMut(char)) {
     let mut detector = cpa::dtmf::DtmfDetector::new();
     while let Some(pcm) = audio.recv().await {
         detector.handle_frame(&pcm);
         while let Some((digit, _)) = detector.poll_digit() {
-            events
-                .publish(
-                    "dtmf",
-                    fields([
-                        ("digit", Value::from(digit.to_string())),
-                        ("source", Value::from("inband")),
-                    ]),
-                )
-                .await;
+            emit(digit);
         }
     }
 }

@@ -1,7 +1,7 @@
-//! Call events (api.md §4): one envelope, the fields every event carries, published to the
-//! subject the app chose. Publishing never waits on the app: the NATS client buffers.
+//! Call events (api.md §4): the timestamp every event carries, the hangup's fields. The call
+//! core builds the events; the shell stamps and publishes them.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::cause::HangupCause;
 
@@ -10,38 +10,6 @@ pub fn timestamp() -> String {
     chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.6fZ")
         .to_string()
-}
-
-/// Who a call's events are for.
-#[derive(Clone)]
-pub struct EventSink {
-    pub nats: async_nats::Client,
-    pub subject: String,
-    pub call_uuid: String,
-    pub tenant_id: String,
-    pub call_params: Option<Map<String, Value>>,
-}
-
-impl EventSink {
-    pub fn envelope(&self, name: &str, extra: Map<String, Value>) -> Value {
-        let mut data = extra;
-        data.insert("call_uuid".into(), Value::from(self.call_uuid.clone()));
-        data.insert("tenant_id".into(), Value::from(self.tenant_id.clone()));
-        data.insert("timestamp".into(), Value::from(timestamp()));
-        if let Some(p) = &self.call_params {
-            data.insert("call_params".into(), Value::Object(p.clone()));
-        }
-        json!({"event_name": format!("botstream::{name}"), "event_data": data})
-    }
-
-    pub async fn publish(&self, name: &str, extra: Map<String, Value>) {
-        let ev = self.envelope(name, extra);
-        tracing::info!(call_uuid = %self.call_uuid, event = name, "event");
-        let bytes = serde_json::to_vec(&ev).unwrap_or_default();
-        if let Err(e) = self.nats.publish(self.subject.clone(), bytes.into()).await {
-            tracing::warn!(call_uuid = %self.call_uuid, event = name, error = %e, "event not published");
-        }
-    }
 }
 
 /// How a call ended, for the hangup event (§4, §5).

@@ -1,7 +1,7 @@
-//! The NATS API of BotStream: request validation and error codes (§2, §6), call control, events
-//! (§4) and the hangup-cause rules (§5).
+//! The NATS API of BotStream: request validation and error codes (§2, §6), the call core and
+//! its shell, events (§4) and the hangup-cause rules (§5).
 
-pub mod call;
+pub mod board;
 pub mod cause;
 pub mod cpa_configs;
 pub mod cpa_run;
@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod request;
 pub mod service;
+pub mod shell;
 pub mod switch;
 
 pub use switch::{Cidr, InboundRoute, Switch, SwitchConfig};

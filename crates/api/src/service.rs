@@ -1,6 +1,7 @@
 //! The NATS API (api.md §1–§3): one subscription in the queue group `botstream`, one reply per
-//! request within 5 s, and the handlers that turn requests into call tasks and gateway changes.
-//! Also the SIP front door: requests that belong to no call.
+//! request within 5 s, and the handlers that check a request, gather what it needs (gateway,
+//! ports, DNS, CPA configuration) and hand it to the call core. Also the admission of inbound
+//! INVITEs, which the core hands here for the same reasons.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,20 +9,16 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
-use sip_core::io::ServerEvent;
 use sip_core::msg::{NameAddr, Request, Uri};
-use sip_core::sdp;
 use sip_core::transaction::response_to;
-use sip_core::{Peer, TxId};
-use tokio::sync::{mpsc, oneshot};
-use tracing::Instrument;
+use sip_core::{sdp, Peer, TxId};
 
-use crate::call::{self, InboundCall, MediaRequest, MediaSession, OutboundCall};
+use crate::board::{self, Command, Destination, Dial, EventTarget, MediaInfo, MediaRequest};
 use crate::cause::HangupCause;
 use crate::error::{reply_json, ApiError, StatusCode};
-use crate::events::EventSink;
 use crate::request::{self, Request as ApiRequest};
-use crate::switch::{CallCommand, CallHandle, Switch};
+use crate::shell::LegResources;
+use crate::switch::Switch;
 
 /// Every request is answered within this, whatever a handler is waiting for (api.md §1: 5 s on
 /// the client side, so leave room for the trip back).
@@ -144,44 +141,29 @@ async fn handle(sw: &Arc<Switch>, req: ApiRequest) -> Reply {
         }
         ApiRequest::MakeCall(m) => make_call(sw, m).await,
         ApiRequest::DropCall(d) => {
-            let (done, rx) = oneshot::channel();
-            send_to_call(
-                sw,
-                &d.call_uuid,
-                CallCommand::Drop {
-                    cause: d.cause,
-                    done,
-                },
-            )?;
-            rx.await
-                .unwrap_or_else(|_| Err(ended_meanwhile(&d.call_uuid)))?;
-            ok()
+            let cmd = Command::Drop {
+                uuid: d.call_uuid.clone(),
+                cause: d.cause,
+            };
+            to_call(sw, &d.call_uuid, cmd).await
         }
         ApiRequest::SetChannelVars(v) => {
-            let (done, rx) = oneshot::channel();
-            send_to_call(
-                sw,
-                &v.call_uuid,
-                CallCommand::SetVars {
-                    vars: v.channel_vars,
-                    done,
-                },
-            )?;
-            rx.await.unwrap_or_else(|_| {
-                Err(ApiError::new(
-                    StatusCode::ChannelVarsFailed,
-                    "the call ended",
-                ))
-            })?;
-            ok()
+            let cmd = Command::SetVars {
+                uuid: v.call_uuid.clone(),
+                vars: v.channel_vars,
+            };
+            to_call(sw, &v.call_uuid, cmd)
+                .await
+                .map_err(|e| match e.code {
+                    StatusCode::NoSuchCall | StatusCode::CallEnded => e,
+                    _ => ApiError::new(StatusCode::ChannelVarsFailed, e.status),
+                })
         }
         ApiRequest::GetCall(g) => {
-            let (done, rx) = oneshot::channel();
-            send_to_call(sw, &g.call_uuid, CallCommand::Info { done })?;
-            let info = rx.await.map_err(|_| ended_meanwhile(&g.call_uuid))?;
-            let mut m = Map::new();
-            m.insert("call".into(), info);
-            Ok(m)
+            let cmd = Command::GetCall {
+                uuid: g.call_uuid.clone(),
+            };
+            to_call(sw, &g.call_uuid, cmd).await
         }
         ApiRequest::ListCalls(l) => {
             // Across all pods, from the shared directory.
@@ -333,27 +315,44 @@ async fn handle(sw: &Arc<Switch>, req: ApiRequest) -> Reply {
         ApiRequest::StopRecord(x) => {
             media_request(sw, &x.call_uuid, MediaRequest::StopRecord).await
         }
-        other => {
-            // The call must exist before "not implemented" is the answer an app can act on.
-            let uuid = call_uuid_of(&other);
-            if let Some(u) = uuid {
-                if !sw.calls.contains_key(u) {
-                    return Err(sw.missing_call(u));
-                }
+        ApiRequest::BridgeCall(b) => bridge_call(sw, b).await,
+        ApiRequest::TransferCall(t) => {
+            let destination = destination(sw, &t.destination)?;
+            let cmd = Command::Transfer {
+                uuid: t.call_uuid.clone(),
+                destination,
+            };
+            to_call(sw, &t.call_uuid, cmd).await
+        }
+        ApiRequest::SnoopOnCall(s) => {
+            if !sw.calls.contains_key(&s.listener_call_uuid) {
+                return Err(sw.missing_call(&s.listener_call_uuid));
             }
-            Err(ApiError::new(
-                StatusCode::UnknownRequest,
-                format!("{} is not implemented yet", other.name()),
-            ))
+            let cmd = Command::Snoop {
+                target: s.target_call_uuid.clone(),
+                listener: s.listener_call_uuid,
+                mode: s.mode,
+            };
+            to_call(sw, &s.target_call_uuid, cmd).await
         }
     }
 }
 
+/// A request for a call of this pod, to the call core; 107/108 when the pod has no such call.
+async fn to_call(sw: &Switch, uuid: &str, cmd: Command) -> Reply {
+    if !sw.calls.contains_key(uuid) {
+        return Err(sw.missing_call(uuid));
+    }
+    sw.board.request(cmd, None).await
+}
+
 /// Hands a media request to the call and waits for its answer (the stream handshake included).
 async fn media_request(sw: &Switch, uuid: &str, request: MediaRequest) -> Reply {
-    let (done, rx) = oneshot::channel();
-    send_to_call(sw, uuid, CallCommand::Media { request, done })?;
-    rx.await.unwrap_or_else(|_| Err(ended_meanwhile(uuid)))
+    let cmd = Command::Media {
+        uuid: uuid.to_string(),
+        request,
+    };
+    to_call(sw, uuid, cmd).await
 }
 
 fn call_uuid_of(r: &ApiRequest) -> Option<&str> {
@@ -374,17 +373,46 @@ fn call_uuid_of(r: &ApiRequest) -> Option<&str> {
     })
 }
 
-/// The call was there but its task ended before acting: it is ending or has ended (108), even if
-/// it is not yet listed among the ended calls.
-fn ended_meanwhile(uuid: &str) -> ApiError {
-    ApiError::new(StatusCode::CallEnded, format!("call {uuid} has ended"))
+/// `request_transfer_call`'s destination (api.md §3.9): a dial-plan name, a SIP URI, or a number.
+/// Whatever enters the REFER's Refer-To is checked here, so nothing can break out of it.
+fn destination(sw: &Switch, d: &str) -> Result<Destination, ApiError> {
+    if let Some(uri) = sw.cfg.dialplan.get(d) {
+        return Ok(Destination::Uri(uri.clone()));
+    }
+    let lower = d.to_ascii_lowercase();
+    if lower.starts_with("sip:") || lower.starts_with("sips:") {
+        let ok = !d.contains(['<', '>', '"']) && Uri::parse(d).is_some();
+        return if ok {
+            Ok(Destination::Uri(d.to_string()))
+        } else {
+            Err(ApiError::schema(format!(
+                "destination '{d}' is not a valid SIP URI"
+            )))
+        };
+    }
+    if !d.is_empty() && d.chars().all(|c| c.is_ascii_digit() || "+*#".contains(c)) {
+        return Ok(Destination::Number(d.to_string()));
+    }
+    Err(ApiError::schema(format!(
+        "destination '{d}' is not a dial-plan name, a sip: URI or a number"
+    )))
 }
 
-fn send_to_call(sw: &Switch, uuid: &str, cmd: CallCommand) -> Result<(), ApiError> {
-    match sw.calls.get(uuid) {
-        Some(h) => h.commands.send(cmd).map_err(|_| ended_meanwhile(uuid)),
-        None => Err(sw.missing_call(uuid)),
+/// Numbers land inside SIP URIs and From: anything that could break out of one is refused
+/// (135) before it reaches a request.
+fn check_numbers(fields: &[(&str, &str)]) -> Result<(), ApiError> {
+    for (field, value) in fields {
+        if value.is_empty()
+            || value
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "<>\";@:,?&=%\\".contains(c))
+        {
+            return Err(ApiError::schema(format!(
+                "{field} contains characters not allowed in a SIP URI"
+            )));
+        }
     }
+    Ok(())
 }
 
 /// operator.md `[[tenants]]`: 111 for an unknown tenant, 112 at its limit.
@@ -407,6 +435,47 @@ fn check_tenant(sw: &Switch, tenant: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What an outbound leg needs before it can dial: a gateway chosen and counted, ports, the next
+/// hop resolved.
+struct Prepared {
+    gateway: Arc<gateway::GatewayConfig>,
+    up: bool,
+    peer: Option<Peer>,
+    media: MediaInfo,
+    resources: LegResources,
+}
+
+async fn prepare(sw: &Switch, gateway_name: &str) -> Result<Prepared, ApiError> {
+    let selected = sw.registry.select(gateway_name).map_err(|e| match e {
+        gateway::SelectError::Unknown(s) => ApiError::new(StatusCode::DialFailed, s),
+        gateway::SelectError::AllBusy(s) => ApiError::new(StatusCode::Throttled, s),
+    })?;
+    let lease = sw
+        .ports
+        .allocate()
+        .ok_or_else(|| ApiError::new(StatusCode::CannotAddCall, "no free RTP port"))?;
+    let peer = match selected.up {
+        true => gateway::agent::resolve(selected.config.next_hop()).await,
+        false => None,
+    };
+    let leg = sw.board.new_leg();
+    let media = MediaInfo {
+        port: lease.port,
+        session_id: rand::random::<u32>() as u64,
+    };
+    Ok(Prepared {
+        gateway: selected.config,
+        up: selected.up,
+        peer,
+        media,
+        resources: LegResources {
+            leg,
+            lease,
+            slot: Some(selected.slot),
+        },
+    })
+}
+
 async fn make_call(sw: &Arc<Switch>, m: request::MakeCall) -> Reply {
     if sw.is_draining() {
         return Err(ApiError::new(
@@ -414,17 +483,7 @@ async fn make_call(sw: &Arc<Switch>, m: request::MakeCall) -> Reply {
             "the switch is shutting down",
         ));
     }
-    for (field, value) in [("to_number", &m.to_number), ("from_number", &m.from_number)] {
-        // These land inside SIP URIs; anything that could break out of one is refused here.
-        if value
-            .chars()
-            .any(|c| c.is_whitespace() || "<>\";@:,?&=".contains(c))
-        {
-            return Err(ApiError::schema(format!(
-                "{field} contains characters not allowed in a SIP URI"
-            )));
-        }
-    }
+    check_numbers(&[("to_number", &m.to_number), ("from_number", &m.from_number)])?;
     check_tenant(sw, &m.tenant_id)?;
     let cpa = match &m.cpa_config {
         Some(c) => Some(sw.cpa_configs.get(c).await.ok_or_else(|| {
@@ -435,157 +494,151 @@ async fn make_call(sw: &Arc<Switch>, m: request::MakeCall) -> Reply {
         })?),
         None => None,
     };
-    let selected = sw.registry.select(&m.gateway).map_err(|e| match e {
-        gateway::SelectError::Unknown(s) => ApiError::new(StatusCode::DialFailed, s),
-        gateway::SelectError::AllBusy(s) => ApiError::new(StatusCode::Throttled, s),
-    })?;
-    let lease = sw
-        .ports
-        .allocate()
-        .ok_or_else(|| ApiError::new(StatusCode::CannotAddCall, "no free RTP port"))?;
+    let p = prepare(sw, &m.gateway).await?;
     let uuid = uuid::Uuid::new_v4().to_string();
-    let (tx, rx) = mpsc::unbounded_channel();
-    sw.call_started(
-        &uuid,
-        CallHandle {
-            tenant_id: m.tenant_id.clone(),
-            commands: tx,
+    tracing::info!(call_uuid = %uuid, gateway = %m.gateway, "make_call");
+    let dial = Dial {
+        leg: p.resources.leg,
+        uuid,
+        target: EventTarget {
+            subject: m.event_subject,
+            tenant_id: m.tenant_id,
+            call_params: m.call_params,
         },
-    );
-    let events = EventSink {
-        nats: sw.nats.clone(),
-        subject: m.event_subject.clone(),
-        call_uuid: uuid.clone(),
-        tenant_id: m.tenant_id.clone(),
-        call_params: m.call_params.clone(),
-    };
-    let call = OutboundCall {
-        sw: sw.clone(),
-        uuid: uuid.clone(),
         to_number: m.to_number,
         from_number: m.from_number,
+        gateway: p.gateway,
+        gateway_up: p.up,
+        peer: p.peer,
         dial_timeout: Duration::from_secs(m.dial_timeout as u64),
-        max_call_secs: m.max_call_secs,
+        max_call: m.max_call_secs.map(|s| Duration::from_secs(s as u64)),
         vars: m.channel_vars,
-        gateway: selected.config,
-        gateway_up: selected.up,
-        slot: selected.slot,
-        media: MediaSession::new(lease, sw.media.clone()),
         record: m.record,
         cpa,
-        events,
+        media: p.media,
     };
-    tracing::info!(call_uuid = %uuid, gateway = %m.gateway, "make_call");
-    // Every log line of the call task carries its call_uuid (operator.md "Logs").
-    tokio::spawn(
-        call.run(rx)
-            .instrument(tracing::info_span!("call", call_uuid = %uuid)),
-    );
-    let mut reply = Map::new();
-    reply.insert("call_uuid".into(), Value::from(uuid));
-    reply.insert("dialer_pod_id".into(), Value::from(sw.cfg.pod_id.clone()));
-    Ok(reply)
+    let cmd = Command::Dial {
+        dial: Box::new(dial),
+        bridge: None,
+    };
+    sw.board.request(cmd, Some(p.resources)).await
 }
 
-/// Requests outside any call: new INVITEs, OPTIONS, strays.
-pub async fn front_door(sw: Arc<Switch>, mut incoming: mpsc::UnboundedReceiver<ServerEvent>) {
-    while let Some(ev) = incoming.recv().await {
-        if let ServerEvent::Request {
-            tx: Some(tx),
-            request,
-            source,
-        } = ev
-        {
-            out_of_dialog(&sw, tx, *request, source);
-        }
+/// `request_bridge_call` (api.md §3.8): the agent leg, through a SIP or logical gateway, with its
+/// events on the call's subject.
+async fn bridge_call(sw: &Arc<Switch>, b: request::BridgeCall) -> Reply {
+    if !sw.calls.contains_key(&b.call_uuid) {
+        return Err(sw.missing_call(&b.call_uuid));
     }
+    if sw.is_draining() {
+        return Err(ApiError::new(
+            StatusCode::CannotAddCall,
+            "the switch is shutting down",
+        ));
+    }
+    check_numbers(&[("to_number", &b.to_number), ("from_number", &b.from_number)])?;
+    let p = prepare(sw, &b.gateway).await?;
+    let uuid = uuid::Uuid::new_v4().to_string();
+    tracing::info!(call_uuid = %uuid, bridged_call_uuid = %b.call_uuid, gateway = %b.gateway, "bridge_call");
+    let dial = Dial {
+        leg: p.resources.leg,
+        uuid,
+        // The board gives the agent leg the call's subject, tenant and call_params.
+        target: EventTarget {
+            subject: String::new(),
+            tenant_id: String::new(),
+            call_params: None,
+        },
+        to_number: b.to_number,
+        from_number: b.from_number,
+        gateway: p.gateway,
+        gateway_up: p.up,
+        peer: p.peer,
+        dial_timeout: Duration::from_secs(b.dial_timeout as u64),
+        max_call: None,
+        vars: b.channel_vars,
+        record: false,
+        cpa: None,
+        media: p.media,
+    };
+    let cmd = Command::Dial {
+        dial: Box::new(dial),
+        bridge: Some(board::Bridge {
+            call_uuid: b.call_uuid,
+            stop_stream: b.stop_stream,
+        }),
+    };
+    sw.board.request(cmd, Some(p.resources)).await
 }
 
 fn reject(sw: &Switch, tx: TxId, req: &Request, code: u16, cause: Option<HangupCause>) {
     let mut r = response_to(req, code, Some(&sip_core::dialog::new_tag()));
     r.headers.push("Server", sw.local.user_agent.clone());
     if let Some(c) = cause {
-        r.headers.push("Reason", call::reason(c));
-    }
-    if code == 405 {
-        r.headers.push("Allow", call::ALLOW);
+        r.headers
+            .push("Reason", crate::cause::reason_header_value(c));
     }
     sw.stack.respond(tx, r);
 }
 
-fn out_of_dialog(sw: &Arc<Switch>, tx: TxId, req: Request, source: Peer) {
-    let to_tagged = req
-        .headers
-        .get("To")
-        .and_then(NameAddr::parse)
-        .is_some_and(|n| n.tag().is_some());
-    match req.method.as_str() {
-        "OPTIONS" => {
-            let mut r = response_to(&req, 200, Some(&sip_core::dialog::new_tag()));
-            r.headers.push("Allow", call::ALLOW);
-            r.headers.push("Accept", "application/sdp");
-            r.headers.push("Server", sw.local.user_agent.clone());
-            sw.stack.respond(tx, r);
-        }
-        "INVITE" if !to_tagged => inbound_invite(sw, tx, req, source),
-        // In-dialog requests for a dialog we do not have (RFC 3261 §12.2.2).
-        "INVITE" | "BYE" | "UPDATE" | "INFO" | "REFER" | "NOTIFY" | "PRACK" => {
-            reject(sw, tx, &req, 481, None)
-        }
-        "REGISTER" | "SUBSCRIBE" | "MESSAGE" | "PUBLISH" => reject(sw, tx, &req, 405, None),
-        _ => reject(sw, tx, &req, 501, None),
-    }
-}
-
-/// An INVITE from outside: ACL, shutdown, extensions, codec, ports, route — then a call task.
-fn inbound_invite(sw: &Arc<Switch>, tx: TxId, req: Request, source: Peer) {
+/// An INVITE from outside, handed over by the call core: ACL, shutdown, extensions, codec, ports,
+/// route. Refused here with the right response, or returned for the core to answer.
+pub fn admit_inbound(
+    sw: &Arc<Switch>,
+    tx: TxId,
+    req: Request,
+    source: Peer,
+) -> Option<(board::Inbound, LegResources)> {
+    let from_trunk = sw.registry.gateway_for_source(source.addr.ip());
     let allowed = sw
         .cfg
         .inbound_acl
         .iter()
         .any(|c| c.contains(source.addr.ip()))
-        || sw.registry.gateway_for_source(source.addr.ip()).is_some();
+        || from_trunk.is_some();
     if !allowed {
         tracing::warn!(from = %source.addr, "inbound INVITE refused by the ACL");
-        return reject(
+        reject(
             sw,
             tx,
             &req,
             403,
             HangupCause::from_name("INCOMING_CALL_BARRED"),
         );
+        return None;
     }
     if sw.is_draining() {
-        return reject(sw, tx, &req, 503, Some(HangupCause::SYSTEM_SHUTDOWN));
+        reject(sw, tx, &req, 503, Some(HangupCause::SYSTEM_SHUTDOWN));
+        return None;
     }
-    // RFC 3261 §8.2.2.3: we support no extensions a caller could require.
-    if let Some(req_ext) = req.headers.get("Require") {
+    // RFC 3261 §8.2.2.3: of the extensions a caller may require, we support RFC 4028 timers.
+    let unsupported: Vec<&str> = req
+        .headers
+        .get_all("Require")
+        .into_iter()
+        .filter(|e| !e.trim().eq_ignore_ascii_case("timer"))
+        .collect();
+    if !unsupported.is_empty() {
         let mut r = response_to(&req, 420, Some(&sip_core::dialog::new_tag()));
-        r.headers.push("Unsupported", req_ext.to_string());
-        return sw.stack.respond(tx, r);
+        r.headers.push("Unsupported", unsupported.join(", "));
+        sw.stack.respond(tx, r);
+        return None;
     }
     let Some(uri) = Uri::parse(&req.uri).filter(|u| u.scheme == "sip" || u.scheme == "sips") else {
-        return reject(sw, tx, &req, 416, None);
+        reject(sw, tx, &req, 416, None);
+        return None;
     };
     let remote = sdp::parse(&req.body);
     let Some(remote) = remote.filter(|r| !r.codecs.is_empty()) else {
         // No offer we can answer (no SDP, or no G.711): 488 (RFC 3264 §6).
-        return reject(
+        reject(
             sw,
             tx,
             &req,
             488,
             HangupCause::from_name("INCOMPATIBLE_DESTINATION"),
         );
-    };
-    let Some(lease) = sw.ports.allocate() else {
-        return reject(
-            sw,
-            tx,
-            &req,
-            503,
-            HangupCause::from_name("RESOURCE_UNAVAILABLE"),
-        );
+        return None;
     };
     let to_number = req
         .headers
@@ -604,70 +657,53 @@ fn inbound_invite(sw: &Arc<Switch>, tx: TxId, req: Request, source: Peer) {
         .unwrap_or_default();
     let route = sw.inbound_route(&to_number);
     if check_tenant(sw, &route.tenant_id).is_err() {
-        return reject(
+        reject(
             sw,
             tx,
             &req,
             503,
             HangupCause::from_name("NORMAL_CIRCUIT_CONGESTION"),
         );
+        return None;
     }
-    let mut media = MediaSession::new(lease, sw.media.clone());
-    let Some((answer_sdp, codec)) =
-        sdp::answer(&remote, media.session_id, sw.cfg.public_ip, media.port)
-    else {
-        return reject(
+    let Some(lease) = sw.ports.allocate() else {
+        reject(
             sw,
             tx,
             &req,
-            488,
-            HangupCause::from_name("INCOMPATIBLE_DESTINATION"),
+            503,
+            HangupCause::from_name("RESOURCE_UNAVAILABLE"),
         );
+        return None;
     };
-    media.codec = Some(codec);
-    media.remote = Some(remote);
     let uuid = uuid::Uuid::new_v4().to_string();
-    let call_id = req.call_id().unwrap_or_default().to_string();
-    // Registered now so the caller's ACK, BYE or CANCEL find the call.
-    let dialog_events = sw.stack.register_call(&call_id);
-    let mut trying = response_to(&req, 100, None);
-    trying.headers.push("Server", sw.local.user_agent.clone());
-    sw.stack.respond(tx, trying);
-    let slot = sw
-        .registry
-        .gateway_for_source(source.addr.ip())
+    let slot = from_trunk
+        .as_ref()
         .map(|g| sw.registry.inbound_slot(&g.name));
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    sw.call_started(
-        &uuid,
-        CallHandle {
-            tenant_id: route.tenant_id.clone(),
-            commands: cmd_tx,
-        },
-    );
     tracing::info!(call_uuid = %uuid, from = %from_number, to = %to_number, "inbound call");
-    let call = InboundCall {
-        sw: sw.clone(),
-        uuid: uuid.clone(),
+    let leg = sw.board.new_leg();
+    let media = MediaInfo {
+        port: lease.port,
+        session_id: rand::random::<u32>() as u64,
+    };
+    let inbound = board::Inbound {
+        leg,
+        uuid,
         tx,
         invite: req,
         source,
         from_number,
         to_number,
-        media,
-        answer_sdp,
-        events: EventSink {
-            nats: sw.nats.clone(),
+        target: EventTarget {
             subject: route.event_subject,
-            call_uuid: uuid,
             tenant_id: route.tenant_id,
             call_params: route.call_params,
         },
-        slot,
-        vars: Default::default(),
+        remote,
+        media,
+        gateway: from_trunk,
     };
-    let span = tracing::info_span!("call", call_uuid = %call.uuid);
-    tokio::spawn(call.run(cmd_rx, dialog_events).instrument(span));
+    Some((inbound, LegResources { leg, lease, slot }))
 }
 
 /// SIGTERM (operator.md): leave the queue group, refuse new calls, wait up to `drain` for calls to
@@ -678,9 +714,7 @@ pub async fn drain(sw: &Arc<Switch>, drain: Duration) {
     while !sw.calls.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for c in sw.calls.iter() {
-        let _ = c.commands.send(CallCommand::Shutdown);
-    }
+    sw.board.send(Command::Shutdown);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !sw.calls.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,6 @@ use dashmap::DashMap;
 use serde_json::{Map, Value};
 use sip_core::dialog::Local;
 use sip_core::io::SipStack;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::cause::HangupCause;
 use crate::error::ApiError;
@@ -98,30 +97,9 @@ pub struct SwitchConfig {
     pub media_timeout: Duration,
 }
 
-/// What a call task accepts from request handlers.
-pub enum CallCommand {
-    Drop {
-        cause: HangupCause,
-        done: oneshot::Sender<Result<(), ApiError>>,
-    },
-    SetVars {
-        vars: BTreeMap<String, String>,
-        done: oneshot::Sender<Result<(), ApiError>>,
-    },
-    Info {
-        done: oneshot::Sender<Value>,
-    },
-    /// Stream, playback, DTMF and recording requests (answered calls only).
-    Media {
-        request: crate::call::MediaRequest,
-        done: oneshot::Sender<Result<serde_json::Map<String, Value>, ApiError>>,
-    },
-    Shutdown,
-}
-
+/// A live call of this pod, as request handlers see it (the call itself lives in the board).
 pub struct CallHandle {
     pub tenant_id: String,
-    pub commands: mpsc::UnboundedSender<CallCommand>,
 }
 
 /// Prometheus counters (operator.md "Health and metrics").
@@ -130,6 +108,8 @@ pub struct Metrics {
     pub calls_active: AtomicI64,
     pub calls_total: Mutex<BTreeMap<(String, String), u64>>,
     pub api_requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Events that could not be handed to NATS (queue full while NATS was away or slow).
+    pub events_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -163,6 +143,8 @@ pub struct Switch {
     pub cpa_configs: crate::cpa_configs::CpaConfigs,
     pub draining: AtomicBool,
     pub metrics: Metrics,
+    /// The call core: every call request goes through it.
+    pub board: crate::shell::BoardHandle,
 }
 
 impl Switch {
@@ -179,6 +161,7 @@ impl Switch {
         ports: media::PortPool,
         media: media::leg::MediaConfig,
         data_dir: std::path::PathBuf,
+        board: crate::shell::BoardHandle,
     ) -> Arc<Switch> {
         Arc::new(Switch {
             cfg,
@@ -196,6 +179,7 @@ impl Switch {
             cpa_configs,
             draining: AtomicBool::new(false),
             metrics: Metrics::default(),
+            board,
         })
     }
 
@@ -203,7 +187,7 @@ impl Switch {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Called once by a call task as its last act.
+    /// Called once per call when the board hands it back.
     pub fn call_ended(&self, uuid: &str, direction: &str, cause: HangupCause) {
         let tenant_id = self
             .calls
@@ -232,16 +216,21 @@ impl Switch {
         ended.insert(uuid.to_string(), now);
     }
 
-    pub fn call_started(&self, uuid: &str, handle: CallHandle) {
+    pub fn call_started(&self, uuid: &str, tenant_id: &str) {
         self.directory.record(
             uuid,
             crate::directory::Entry {
                 pod: self.cfg.pod_id.clone(),
-                tenant_id: handle.tenant_id.clone(),
+                tenant_id: tenant_id.to_string(),
                 live: true,
             },
         );
-        self.calls.insert(uuid.to_string(), handle);
+        self.calls.insert(
+            uuid.to_string(),
+            CallHandle {
+                tenant_id: tenant_id.to_string(),
+            },
+        );
         self.metrics.calls_active.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -24,32 +24,40 @@ pub async fn resolve(t: &Target) -> Option<Peer> {
     })
 }
 
-/// Sends a non-INVITE request and waits for its final response, answering one digest challenge
-/// (two if the server says the nonce was stale). `build` makes the request for a CSeq number.
+/// Sends a non-INVITE request and waits for its final response, answering digest challenges
+/// (RFC 3261 §22): chained ones (a 407 and a 401, either order) are all answered on the next
+/// request, a stale nonce is answered again, a second challenge for the same realm is a refusal.
+/// A challenge is answered only for the gateway's `realm` when it names one, and otherwise only
+/// when it comes from `peer`, where the request went. `build` makes the request for a CSeq.
 pub async fn request_with_auth(
     stack: &SipStack,
     peer: Peer,
     creds: Option<(&str, &str)>,
+    realm: Option<&str>,
     wait: Duration,
     mut build: impl FnMut(u32) -> Request,
     cseq: &mut u32,
 ) -> Option<Response> {
-    let mut authorization: Option<(String, String)> = None;
-    let mut challenges = 0;
-    loop {
+    let mut auth = auth::Authenticator::default();
+    // Bounded: a server that keeps challenging with new realms cannot keep us asking forever.
+    for _ in 0..4 {
         *cseq += 1;
         let mut req = build(*cseq);
-        if let Some((name, value)) = &authorization {
-            req.headers.push(name, value.clone());
+        if let Some((user, pass)) = creds {
+            let cred = Credentials {
+                username: user,
+                password: pass,
+            };
+            auth.authorize(&mut req, &cred, &new_tag());
         }
-        let method = req.method.clone();
-        let uri = req.uri.clone();
         let (_, mut rx) = stack.request(req, peer).await;
-        let resp = tokio::time::timeout(wait, async {
+        let (resp, source) = tokio::time::timeout(wait, async {
             while let Some(ev) = rx.recv().await {
                 match ev {
-                    ClientEvent::Response(r) if r.code >= 200 => return Some(*r),
-                    ClientEvent::Response(_) => continue,
+                    ClientEvent::Response { response, source } if response.code >= 200 => {
+                        return Some((*response, source))
+                    }
+                    ClientEvent::Response { .. } => continue,
                     ClientEvent::Timeout => return None,
                 }
             }
@@ -58,44 +66,19 @@ pub async fn request_with_auth(
         .await
         .ok()
         .flatten()?;
-        if (resp.code == 401 || resp.code == 407) && challenges < 2 {
-            let Some((user, pass)) = creds else {
-                return Some(resp);
-            };
-            let header = if resp.code == 401 {
-                "WWW-Authenticate"
-            } else {
-                "Proxy-Authenticate"
-            };
-            let Some(ch) = resp.headers.get(header).and_then(auth::parse_challenge) else {
-                return Some(resp);
-            };
-            if challenges == 1 && !ch.stale {
-                return Some(resp);
-            }
-            challenges += 1;
-            let answer_name = if resp.code == 401 {
-                "Authorization"
-            } else {
-                "Proxy-Authorization"
-            };
-            let cnonce = new_tag();
-            let value = auth::authorization(
-                &ch,
-                &Credentials {
-                    username: user,
-                    password: pass,
-                },
-                &method,
-                &uri,
-                1,
-                &cnonce,
-            );
-            authorization = Some((answer_name.to_string(), value));
-            continue;
+        if resp.code != 401 && resp.code != 407 {
+            return Some(resp);
         }
-        return Some(resp);
+        let trusted = realm.is_some() || source.addr.ip() == peer.addr.ip();
+        if creds.is_none() || !trusted {
+            return Some(resp);
+        }
+        if let Err(e) = auth.challenged(&resp, realm) {
+            tracing::warn!(to = %peer.addr, error = %e, "challenge not answered");
+            return Some(resp);
+        }
     }
+    None
 }
 
 pub struct Agent {
@@ -221,6 +204,7 @@ async fn ping(stack: &SipStack, local: &Local, cfg: &GatewayConfig, wait: Durati
         stack,
         peer,
         None,
+        None,
         wait,
         |seq| {
             let mut r = Request::new("OPTIONS", &uri);
@@ -283,6 +267,7 @@ async fn register(
         stack,
         peer,
         creds,
+        cfg.realm.as_deref(),
         Duration::from_secs(40),
         |seq| {
             let mut r = Request::new("REGISTER", &uri);

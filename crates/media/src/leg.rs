@@ -1,7 +1,9 @@
-//! One task per call owns its media: the RTP/RTCP sockets, the 20 ms send clock, the stream to
-//! the app, DTMF, recording and receive statistics. The call task talks to it with [`Command`]s
-//! and hears back through [`Event`]s; the protocol cores (G.711, RTP, playout, DTMF, RTCP) are
-//! plain state machines this shell drives.
+//! One task per call leg owns its media: the RTP/RTCP sockets, the 20 ms send clock, the stream
+//! to the app, DTMF, recording, receive statistics and the audio links to other legs (bridges,
+//! listeners). The call core talks to it with [`Command`]s and hears back through [`Event`]s,
+//! each tagged with the leg's id; a command that answers an API request names it (`req`) and is
+//! answered with [`Event::Done`]. The protocol cores (G.711, RTP, playout, DTMF, RTCP) are plain
+//! state machines this shell drives.
 //!
 //! Caller audio is forwarded to the app the moment a packet arrives (no jitter buffer on that
 //! path: the app wants it now, and late or duplicate packets are simply dropped); audio to the
@@ -13,12 +15,13 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::dtmf::{self, Rfc4733Receiver};
 use crate::g711::{self, Law};
 use crate::jitter::{JitterBuffer, Pulled};
+use crate::mix::{self, Feed, LinkRx, LinkTx, Tap};
 use crate::playout::PlayoutQueue;
 use crate::ports::PortLease;
 use crate::resample::Upsampler;
@@ -37,14 +40,11 @@ pub const ALREADY_STREAMING: &str = "the call already has a stream";
 /// A digit being sent: its RTP timestamp and the telephone-event packets still to go.
 type DigitInFlight = (u32, std::collections::VecDeque<(bool, [u8; 4])>);
 
-type Opened = (
-    Result<Session, String>,
-    u32,
-    oneshot::Sender<Result<(), String>>,
-);
+/// A stream's handshake result, the sample rate asked for, and the request it answers.
+type Opened = (Result<Session, String>, u32, u64);
 
 /// Counters shared with /metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MediaCounters {
     pub rtp_in: AtomicU64,
     pub rtp_out: AtomicU64,
@@ -56,26 +56,66 @@ pub struct MediaCounters {
     pub ticks_skipped: AtomicU64,
     /// From an RTP packet's arrival to its PCM frame written to the app's socket.
     pub forward_latency: LatencyHistogram,
+    /// From an RTP packet's arrival on one leg of a bridge to its audio leaving the other leg.
+    pub bridge_latency: LatencyHistogram,
 }
 
 /// Fixed buckets (upper bounds in µs) so recording is one atomic add on the hot path.
 pub const LATENCY_BUCKETS_US: [u64; 12] = [
     25, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000, 10000, 50000,
 ];
+/// Across a bridge a frame waits for the other leg's next 20 ms tick, so the buckets are coarser.
+pub const BRIDGE_BUCKETS_US: [u64; 12] = [
+    1000, 2500, 5000, 7500, 10000, 12500, 15000, 17500, 20000, 25000, 40000, 60000,
+];
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LatencyHistogram {
+    bounds: &'static [u64; 12],
     /// One counter per bucket, plus one for everything slower.
     counts: [AtomicU64; 13],
 }
 
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self::new(&LATENCY_BUCKETS_US)
+    }
+}
+
+impl Default for MediaCounters {
+    fn default() -> Self {
+        MediaCounters {
+            rtp_in: AtomicU64::new(0),
+            rtp_out: AtomicU64::new(0),
+            streams_active: AtomicI64::new(0),
+            ws_frames_dropped: AtomicU64::new(0),
+            ticks_skipped: AtomicU64::new(0),
+            forward_latency: LatencyHistogram::default(),
+            bridge_latency: LatencyHistogram::new(&BRIDGE_BUCKETS_US),
+        }
+    }
+}
+
 impl LatencyHistogram {
+    pub fn new(bounds: &'static [u64; 12]) -> Self {
+        LatencyHistogram {
+            bounds,
+            counts: Default::default(),
+        }
+    }
+
+    /// The upper bounds of the buckets, in µs.
+    pub fn bounds(&self) -> &'static [u64; 12] {
+        self.bounds
+    }
+
     pub fn record(&self, d: Duration) {
         let us = d.as_micros() as u64;
-        let i = LATENCY_BUCKETS_US
+        let i = self
+            .bounds
             .iter()
             .position(|b| us <= *b)
-            .unwrap_or(LATENCY_BUCKETS_US.len());
+            .unwrap_or(self.bounds.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -92,6 +132,7 @@ pub struct MediaConfig {
     pub counters: Arc<MediaCounters>,
 }
 
+#[derive(Debug)]
 pub enum Command {
     /// Where to send and how (from the SDP answer or offer).
     Remote {
@@ -99,41 +140,52 @@ pub enum Command {
         law: Law,
         telephone_event: Option<u8>,
     },
+    /// The far end put the call on hold (`a=sendonly`/`inactive`): send nothing, keep the app's
+    /// audio queued, and do not count the silence as a media timeout. `false` resumes.
+    Hold(bool),
     StartStream {
+        req: u64,
         url: String,
         first_frame: String,
         sample_rate: u32,
-        done: oneshot::Sender<Result<(), String>>,
     },
-    /// `false` when there was no stream.
+    /// Answered with [`Event::Done`] when `req` is given (an error when there was no stream).
     StopStream {
+        req: Option<u64>,
         reason: String,
-        done: oneshot::Sender<bool>,
     },
-    /// `false` when there was no stream to stop playing.
+    /// An error when there was no stream to stop playing.
     StopPlay {
-        done: oneshot::Sender<bool>,
+        req: u64,
     },
     SendDtmf {
         digits: String,
         duration_ms: u32,
     },
-    /// A DTMF digit signalled in SIP (INFO), reported like one from RTP.
-    SipDtmf {
-        digit: char,
-    },
     StartRecord {
+        req: Option<u64>,
         path: PathBuf,
-        done: oneshot::Sender<Result<(), String>>,
     },
+    /// An error when the call was not being recorded.
     StopRecord {
-        done: oneshot::Sender<bool>,
+        req: u64,
     },
     /// Decoded caller audio, 20 ms at a time, for call progress analysis.
     Tap(mpsc::Sender<Vec<i16>>),
-    Stop {
-        done: oneshot::Sender<Report>,
+    /// This leg's audio to another leg (a bridge or a listener).
+    LinkOut(LinkTx),
+    /// Another leg's audio into this leg's outgoing frames.
+    LinkIn(LinkRx),
+    /// Ends the links carrying this leg's audio to leg `peer`.
+    UnlinkTo {
+        peer: u64,
     },
+    /// Ends the links bringing leg `peer`'s audio into this leg.
+    UnlinkFrom {
+        peer: u64,
+    },
+    /// Ends the leg; its last event is [`Event::Stopped`] with the statistics.
+    Stop,
 }
 
 #[derive(Debug)]
@@ -159,6 +211,14 @@ pub enum Event {
         path: PathBuf,
         duration_ms: u64,
     },
+    /// The answer to a command that named a request.
+    Done {
+        req: u64,
+        result: Result<(), String>,
+    },
+    /// The leg is gone. `None` when it ended without being told to (its task failed): the call
+    /// core ends the call.
+    Stopped(Option<Report>),
 }
 
 /// What `call_quality` reports (api.md §4).
@@ -171,13 +231,15 @@ pub struct Report {
     pub rtt_ms: Option<f64>,
 }
 
+/// Starts leg `id`'s media task; its events arrive on `events` tagged with `id`.
 pub fn spawn(
+    id: u64,
     lease: PortLease,
     cfg: MediaConfig,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<(u64, Event)>,
 ) -> mpsc::UnboundedSender<Command> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(Leg::new(lease, cfg, events).run(rx));
+    tokio::spawn(Leg::new(id, lease, cfg, events).run(rx));
     tx
 }
 
@@ -192,9 +254,13 @@ struct Recording {
 }
 
 struct Leg {
+    id: u64,
     lease: PortLease,
     cfg: MediaConfig,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<(u64, Event)>,
+    /// Set once [`Event::Stopped`] went out; until then dropping the leg reports a failure.
+    stopped: bool,
+    hold: bool,
     remote: Option<SocketAddr>,
     law: Law,
     te_pt: Option<u8>,
@@ -229,6 +295,18 @@ struct Leg {
     recording: Option<Recording>,
     /// Consumers of the caller's audio on our clock (CPA, in-band DTMF).
     taps: Vec<mpsc::Sender<Vec<i16>>>,
+    links_out: Vec<LinkTx>,
+    links_in: Vec<LinkRx>,
+}
+
+impl Drop for Leg {
+    /// A task that ends without [`Command::Stop`] (a panic) still tells the call core, so the
+    /// call ends with a cause instead of staying up with no media.
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.events.send((self.id, Event::Stopped(None)));
+        }
+    }
 }
 
 fn now_ntp() -> u64 {
@@ -239,11 +317,19 @@ fn now_ntp() -> u64 {
 }
 
 impl Leg {
-    fn new(lease: PortLease, cfg: MediaConfig, events: mpsc::UnboundedSender<Event>) -> Leg {
+    fn new(
+        id: u64,
+        lease: PortLease,
+        cfg: MediaConfig,
+        events: mpsc::UnboundedSender<(u64, Event)>,
+    ) -> Leg {
         Leg {
+            id,
             lease,
             cfg,
             events,
+            stopped: false,
+            hold: false,
             remote: None,
             law: Law::Mu,
             te_pt: None,
@@ -272,6 +358,8 @@ impl Leg {
             opened: None,
             recording: None,
             taps: Vec::new(),
+            links_out: Vec::new(),
+            links_in: Vec::new(),
         }
     }
 
@@ -316,7 +404,7 @@ impl Leg {
                         }
                     }
                 }
-                Some((result, sample_rate, done)) = connected.recv() => self.stream_opened(result, sample_rate, done),
+                Some((result, sample_rate, req)) = connected.recv() => self.stream_opened(result, sample_rate, req),
                 _ = &mut tick => {
                     self.tick().await;
                     ticks += 1;
@@ -341,16 +429,13 @@ impl Leg {
                     rtcp_timer.as_mut().reset(rtcp_at);
                 }
                 cmd = commands.recv() => match cmd {
-                    Some(Command::Stop { done }) => {
+                    Some(Command::Stop) | None => {
                         let report = self.finish("hangup");
-                        let _ = done.send(report);
+                        self.emit(Event::Stopped(Some(report)));
+                        self.stopped = true;
                         return;
                     }
                     Some(c) => self.command(c).await,
-                    None => {
-                        self.finish("hangup");
-                        return;
-                    }
                 },
                 m = app_io => self.on_app(m),
             }
@@ -358,7 +443,11 @@ impl Leg {
     }
 
     fn emit(&self, e: Event) {
-        let _ = self.events.send(e);
+        let _ = self.events.send((self.id, e));
+    }
+
+    fn done(&self, req: u64, result: Result<(), String>) {
+        self.emit(Event::Done { req, result });
     }
 
     async fn command(&mut self, c: Command) {
@@ -373,14 +462,21 @@ impl Leg {
                 self.te_pt = telephone_event;
                 self.last_rtp.get_or_insert(Instant::now());
             }
+            Command::Hold(on) => {
+                self.hold = on;
+                // The media timeout counts from the resume, not from the last packet before hold.
+                if !on {
+                    self.last_rtp = Some(Instant::now());
+                }
+            }
             Command::StartStream {
+                req,
                 url,
                 first_frame,
                 sample_rate,
-                done,
             } => {
                 if self.stream.is_some() || self.connecting {
-                    let _ = done.send(Err(ALREADY_STREAMING.into()));
+                    self.done(req, Err(ALREADY_STREAMING.into()));
                     return;
                 }
                 self.connecting = true;
@@ -391,18 +487,28 @@ impl Leg {
                     let r =
                         ws::open(&url, tls, first_frame, Duration::from_secs(3), counters).await;
                     if let Some(back) = back {
-                        let _ = back.send((r, sample_rate, done)).await;
+                        let _ = back.send((r, sample_rate, req)).await;
                     }
                 });
             }
-            Command::StopStream { reason, done } => {
+            Command::StopStream { req, reason } => {
                 let had = self.stop_stream(&reason, 0);
-                let _ = done.send(had);
+                if let Some(req) = req {
+                    self.done(
+                        req,
+                        had.then_some(())
+                            .ok_or_else(|| "the call has no stream".into()),
+                    );
+                }
             }
-            Command::StopPlay { done } => {
+            Command::StopPlay { req } => {
                 let had = self.playout.is_some();
                 self.clear_playout();
-                let _ = done.send(had);
+                self.done(
+                    req,
+                    had.then_some(())
+                        .ok_or_else(|| "the call has no stream playing".into()),
+                );
             }
             Command::SendDtmf {
                 digits,
@@ -412,40 +518,43 @@ impl Leg {
                     self.dtmf_queue.push_back((d, duration_ms));
                 }
             }
-            Command::SipDtmf { digit } => self.emit(Event::Dtmf {
-                digit,
-                source: "info",
-            }),
-            Command::StartRecord { path, done } => {
+            Command::StartRecord { req, path } => {
                 if let Some(parent) = path.parent() {
                     let _ = std::fs::create_dir_all(parent);
                 }
-                match StereoWavWriter::create(&path, 8000) {
+                let result = match StereoWavWriter::create(&path, 8000) {
                     Ok(writer) => {
                         self.stop_record();
                         self.recording = Some(Recording { writer, path });
-                        let _ = done.send(Ok(()));
+                        Ok(())
                     }
-                    Err(e) => {
-                        let _ = done.send(Err(format!("{}: {e}", path.display())));
-                    }
+                    Err(e) => Err(format!("{}: {e}", path.display())),
+                };
+                match (req, result) {
+                    (Some(req), r) => self.done(req, r),
+                    (None, Err(status)) => self.emit(Event::Error { status }),
+                    (None, Ok(())) => {}
                 }
             }
-            Command::StopRecord { done } => {
-                let _ = done.send(self.stop_record());
+            Command::StopRecord { req } => {
+                let had = self.stop_record();
+                self.done(
+                    req,
+                    had.then_some(())
+                        .ok_or_else(|| "the call is not being recorded".into()),
+                );
             }
             Command::Tap(tx) => self.taps.push(tx),
-            Command::Stop { .. } => {}
+            Command::LinkOut(l) => self.links_out.push(l),
+            Command::LinkIn(l) => self.links_in.push(l),
+            Command::UnlinkTo { peer } => self.links_out.retain(|l| l.peer != peer),
+            Command::UnlinkFrom { peer } => self.links_in.retain(|l| l.peer != peer),
+            Command::Stop => {}
         }
     }
 
     /// The reply to start_stream goes only once the app is really connected (api.md §3.5).
-    fn stream_opened(
-        &mut self,
-        result: Result<Session, String>,
-        sample_rate: u32,
-        done: oneshot::Sender<Result<(), String>>,
-    ) {
+    fn stream_opened(&mut self, result: Result<Session, String>, sample_rate: u32, req: u64) {
         self.connecting = false;
         match result {
             Ok(session) => {
@@ -457,14 +566,9 @@ impl Leg {
                     .streams_active
                     .fetch_add(1, Ordering::Relaxed);
                 self.emit(Event::StreamStarted);
-                if done.send(Ok(())).is_err() {
-                    // The request gave up waiting: do not leave an unannounced stream behind.
-                    self.stop_stream("start_stream abandoned", 0);
-                }
+                self.done(req, Ok(()));
             }
-            Err(e) => {
-                let _ = done.send(Err(e));
-            }
+            Err(e) => self.done(req, Err(e)),
         }
     }
 
@@ -619,6 +723,14 @@ impl Leg {
         self.last_fwd = Some(ext);
         let mut pcm = Vec::with_capacity(SAMPLES);
         g711::decode(law, payload, &mut pcm);
+        if self.links_out.iter().any(|l| l.tap == Tap::Received) && pcm.len() == SAMPLES {
+            let mut frame = mix::Frame {
+                pcm: [0; SAMPLES],
+                arrived: now.into_std(),
+            };
+            frame.pcm.copy_from_slice(&pcm);
+            self.push_links(Tap::Received, &frame);
+        }
         if let Some(s) = self.stream.as_mut() {
             let bytes = match s.up.as_mut() {
                 Some(up) => {
@@ -695,9 +807,36 @@ impl Leg {
         let _ = self.lease.rtcp.try_send_to(&out, dest);
     }
 
+    /// Hands a frame to every link carrying `tap`; links whose destination is gone are dropped.
+    fn push_links(&mut self, tap: Tap, frame: &mix::Frame) {
+        self.links_out.retain(|l| l.tap != tap || l.push(frame));
+    }
+
+    /// This tick's frames from the links of `feed`, added into `frame`; returns the earliest
+    /// arrival among them (for the bridge's added delay).
+    fn pull_links(&mut self, feed: Feed, frame: &mut [i16; SAMPLES]) -> Option<std::time::Instant> {
+        let mut earliest: Option<std::time::Instant> = None;
+        self.links_in.retain_mut(|l| {
+            if l.feed != feed {
+                return true;
+            }
+            match l.pull() {
+                Ok(Some(f)) => {
+                    mix::add(frame, &f.pcm);
+                    earliest = Some(earliest.map_or(f.arrived, |e| e.min(f.arrived)));
+                    true
+                }
+                Ok(None) => true,
+                Err(mix::SourceGone) => false,
+            }
+        });
+        earliest
+    }
+
     async fn tick(&mut self) {
         let Some(remote) = self.remote else { return };
-        if !self.timed_out
+        if !self.hold
+            && !self.timed_out
             && self
                 .last_rtp
                 .is_some_and(|t| t.elapsed() > self.cfg.media_timeout)
@@ -706,22 +845,34 @@ impl Leg {
             self.emit(Event::MediaTimeout);
         }
         let mut frame = [0i16; SAMPLES];
+        if self.hold {
+            // Nothing goes out on hold (we answered recvonly); other legs' audio is let go so it
+            // is not late when the call resumes, and the app's audio waits.
+            let mut discard = [0i16; SAMPLES];
+            self.pull_links(Feed::Main, &mut discard);
+            self.pull_links(Feed::Inject, &mut discard);
+            self.pull_caller_for_taps(&frame);
+            return;
+        }
         if let Some(q) = self.playout.as_mut() {
             let (marks, _) = q.next_frame(&mut frame);
             for name in marks {
                 self.mark_reached(name);
             }
         }
-        if self.recording.is_some() || !self.taps.is_empty() {
-            let caller = match self.jitter.pull() {
-                Pulled::Frame(f) | Pulled::Concealed(f) => f,
-                Pulled::Empty => vec![0; SAMPLES],
+        let arrived = self.pull_links(Feed::Main, &mut frame);
+        if self.links_out.iter().any(|l| l.tap == Tap::Sent) {
+            let sent = mix::Frame {
+                pcm: frame,
+                arrived: Instant::now().into_std(),
             };
-            // A consumer that finished (CPA done) is let go; a slow one misses a frame.
-            self.taps
-                .retain(|tap| !(tap.try_send(caller.clone()).is_err() && tap.is_closed()));
-            self.record(&caller, &frame);
+            self.push_links(Tap::Sent, &sent);
         }
+        self.pull_links(Feed::Inject, &mut frame);
+        if let Some(at) = arrived {
+            self.cfg.counters.bridge_latency.record(at.elapsed());
+        }
+        self.pull_caller_for_taps(&frame);
         let mut packet = Vec::with_capacity(12 + SAMPLES);
         if let Some((pt, event)) = self.next_dtmf_packet() {
             let (marker, payload) = event;
@@ -760,6 +911,22 @@ impl Leg {
         if self.lease.rtp.try_send_to(&packet, remote).is_ok() {
             self.cfg.counters.rtp_out.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The caller's audio on our clock, for CPA, in-band DTMF and the recording (with `played`
+    /// beside it).
+    fn pull_caller_for_taps(&mut self, played: &[i16; SAMPLES]) {
+        if self.recording.is_none() && self.taps.is_empty() {
+            return;
+        }
+        let caller = match self.jitter.pull() {
+            Pulled::Frame(f) | Pulled::Concealed(f) => f,
+            Pulled::Empty => vec![0; SAMPLES],
+        };
+        // A consumer that finished (CPA done) is let go; a slow one misses a frame.
+        self.taps
+            .retain(|tap| !(tap.try_send(caller.clone()).is_err() && tap.is_closed()));
+        self.record(&caller, played);
     }
 
     /// One 20 ms stereo frame: the caller left, what we played right.

@@ -4,6 +4,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod jitter;
 pub mod leg;
+pub mod mix;
 pub mod playout;
 pub mod ports;
 pub mod quality;

@@ -139,6 +139,129 @@ pub fn authorization(
     v
 }
 
+/// Why a challenge is not answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// The gateway has no username/password.
+    NoCredentials,
+    /// No Digest/MD5 challenge in the response.
+    Unsupported,
+    /// Only realms the gateway is not configured for: answering would hand an MD5 response over
+    /// our password to whoever asked.
+    ForeignRealm(String),
+    /// The realm challenged again with a fresh nonce that was not stale: our answer was refused.
+    Refused(String),
+}
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthError::NoCredentials => {
+                f.write_str("challenged, and the gateway has no credentials")
+            }
+            AuthError::Unsupported => f.write_str("challenged with no Digest MD5 challenge"),
+            AuthError::ForeignRealm(r) => {
+                write!(f, "challenged for realm '{r}', not the gateway's")
+            }
+            AuthError::Refused(r) => write!(f, "credentials refused for realm '{r}'"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    /// From a 407 (`Proxy-Authorization`) or a 401 (`Authorization`).
+    proxy: bool,
+    challenge: Challenge,
+    /// How many times this nonce was used (RFC 2617 §3.2.2 `nc`).
+    nc: u32,
+}
+
+/// The challenges a UA has answered for one dialog or registration (RFC 3261 §22.3): every
+/// realm's nonce with its count, so each later request carries every credential so far — a
+/// proxy's 407 and the far end's 401, in either order — and a nonce is used until the server
+/// says it is stale.
+#[derive(Debug, Clone, Default)]
+pub struct Authenticator {
+    cached: Vec<Cached>,
+}
+
+impl Authenticator {
+    /// Learns the challenges of a 401 or 407. With `realm`, only that realm is answered; `Err`
+    /// when nothing in the response may or can be answered (the request then fails).
+    pub fn challenged(
+        &mut self,
+        resp: &crate::msg::Response,
+        realm: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let proxy = resp.code == 407;
+        let header = if proxy {
+            "Proxy-Authenticate"
+        } else {
+            "WWW-Authenticate"
+        };
+        let challenges: Vec<Challenge> = resp
+            .headers
+            .get_all(header)
+            .into_iter()
+            .filter_map(parse_challenge)
+            .collect();
+        let Some(first) = challenges.first() else {
+            return Err(AuthError::Unsupported);
+        };
+        let foreign = first.realm.clone();
+        let mut learned = false;
+        for ch in challenges {
+            if realm.is_some_and(|r| !r.eq_ignore_ascii_case(&ch.realm)) {
+                continue;
+            }
+            match self
+                .cached
+                .iter_mut()
+                .find(|c| c.proxy == proxy && c.challenge.realm == ch.realm)
+            {
+                Some(c) if ch.stale => {
+                    c.challenge = ch;
+                    c.nc = 0;
+                }
+                Some(_) => return Err(AuthError::Refused(ch.realm)),
+                None => self.cached.push(Cached {
+                    proxy,
+                    challenge: ch,
+                    nc: 0,
+                }),
+            }
+            learned = true;
+        }
+        if learned {
+            Ok(())
+        } else {
+            Err(AuthError::ForeignRealm(foreign))
+        }
+    }
+
+    /// Whether any challenge was learned (a request then carries credentials).
+    pub fn is_empty(&self) -> bool {
+        self.cached.is_empty()
+    }
+
+    /// Puts every credential so far on `req` (replacing any it had), counting each nonce's use.
+    pub fn authorize(&mut self, req: &mut crate::msg::Request, cred: &Credentials, cnonce: &str) {
+        req.headers.remove("Authorization");
+        req.headers.remove("Proxy-Authorization");
+        for c in &mut self.cached {
+            c.nc += 1;
+            let value = authorization(&c.challenge, cred, &req.method, &req.uri, c.nc, cnonce);
+            let name = if c.proxy {
+                "Proxy-Authorization"
+            } else {
+                "Authorization"
+            };
+            req.headers.push(name, value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +306,98 @@ mod tests {
         assert_eq!(p[0], ("a".into(), "x, \"y".into()));
         assert_eq!(p[1], ("b".into(), "z".into()));
         assert_eq!(p[2], ("c".into(), String::new()));
+    }
+
+    fn challenge(code: u16, realm: &str, nonce: &str, stale: bool) -> crate::msg::Response {
+        let name = if code == 407 {
+            "Proxy-Authenticate"
+        } else {
+            "WWW-Authenticate"
+        };
+        let mut r = crate::transaction::response_to(&invite(), code, Some("t"));
+        r.headers.push(
+            name,
+            format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", qop=\"auth\", stale={stale}"),
+        );
+        r
+    }
+
+    fn invite() -> crate::msg::Request {
+        let mut r = crate::msg::Request::new("INVITE", "sip:1@gw");
+        r.headers.push("Via", "SIP/2.0/UDP h;branch=z9hG4bK1");
+        r.headers.push("From", "<sip:a@h>;tag=1");
+        r.headers.push("To", "<sip:1@gw>");
+        r.headers.push("Call-ID", "c");
+        r.headers.push("CSeq", "1 INVITE");
+        r
+    }
+
+    const CRED: Credentials = Credentials {
+        username: "u",
+        password: "p",
+    };
+
+    #[test]
+    fn chained_407_then_401_are_both_answered() {
+        let mut a = Authenticator::default();
+        a.challenged(&challenge(407, "proxy", "n1", false), None)
+            .unwrap();
+        a.challenged(&challenge(401, "uas", "n2", false), None)
+            .unwrap();
+        let mut req = invite();
+        a.authorize(&mut req, &CRED, "c1");
+        let pa = req.headers.get("Proxy-Authorization").unwrap();
+        let wa = req.headers.get("Authorization").unwrap();
+        assert!(
+            pa.contains("realm=\"proxy\"") && pa.contains("nc=00000001"),
+            "{pa}"
+        );
+        assert!(
+            wa.contains("realm=\"uas\"") && wa.contains("nonce=\"n2\""),
+            "{wa}"
+        );
+        // The next request reuses both nonces, counting on.
+        let mut bye = invite();
+        bye.method = "BYE".into();
+        a.authorize(&mut bye, &CRED, "c2");
+        assert_eq!(bye.headers.get_all("Proxy-Authorization").len(), 1);
+        assert!(bye
+            .headers
+            .get("Authorization")
+            .unwrap()
+            .contains("nc=00000002"));
+    }
+
+    #[test]
+    fn same_realm_again_is_a_refusal_unless_stale() {
+        let mut a = Authenticator::default();
+        a.challenged(&challenge(401, "r", "n1", false), None)
+            .unwrap();
+        a.challenged(&challenge(401, "r", "n2", true), None)
+            .unwrap();
+        let mut req = invite();
+        a.authorize(&mut req, &CRED, "c");
+        let wa = req.headers.get("Authorization").unwrap();
+        assert!(
+            wa.contains("nonce=\"n2\"") && wa.contains("nc=00000001"),
+            "{wa}"
+        );
+        assert_eq!(
+            a.challenged(&challenge(401, "r", "n3", false), None),
+            Err(AuthError::Refused("r".into()))
+        );
+    }
+
+    #[test]
+    fn a_realm_the_gateway_does_not_name_is_not_answered() {
+        let mut a = Authenticator::default();
+        assert_eq!(
+            a.challenged(&challenge(401, "evil", "n", false), Some("carrier")),
+            Err(AuthError::ForeignRealm("evil".into()))
+        );
+        assert!(a.is_empty());
+        a.challenged(&challenge(401, "Carrier", "n", false), Some("carrier"))
+            .unwrap();
+        assert!(!a.is_empty());
     }
 }

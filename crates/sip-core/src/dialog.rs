@@ -4,16 +4,25 @@ use crate::msg::{NameAddr, Request, Response};
 use crate::transaction::Peer;
 use rand::Rng;
 
+// Branches, tags and Call-IDs come from `thread_rng`, a CSPRNG (ChaCha seeded from the OS):
+// knowing one must not help guess another, since a dialog's identifiers are all an attacker
+// needs to end or redirect a call (RFC 3261 §19.3).
+
 /// A branch with the RFC 3261 magic cookie, unique per transaction.
 pub fn new_branch() -> String {
     format!("z9hG4bK{:016x}", rand::thread_rng().gen::<u64>())
 }
 
+/// A From or To tag: 64 random bits.
 pub fn new_tag() -> String {
-    format!(
-        "{:012x}",
-        rand::thread_rng().gen::<u64>() & 0xffff_ffff_ffff
-    )
+    format!("{:016x}", rand::thread_rng().gen::<u64>())
+}
+
+/// A Call-ID for a new outbound dialog: 128 random bits, unrelated to anything published (the
+/// call's uuid goes into every event; a Call-ID derived from it would let any reader of events
+/// forge requests inside the call).
+pub fn new_call_id(host: &str) -> String {
+    format!("{:032x}@{host}", rand::thread_rng().gen::<u128>())
 }
 
 /// What we write about ourselves in Via and Contact.
@@ -51,6 +60,8 @@ pub struct Dialog {
     /// Their header value, tag included once known.
     pub remote: String,
     pub local_seq: u32,
+    /// The CSeq of the last request from the far end (§12.2.2: a lower one is out of order).
+    pub remote_seq: Option<u32>,
     pub remote_target: String,
     pub route_set: Vec<String>,
     /// Where in-dialog requests go (the proxy of the first Route, or the remote target).
@@ -79,6 +90,7 @@ impl Dialog {
             local: invite.headers.get("From").unwrap_or_default().to_string(),
             remote: resp.headers.get("To").unwrap_or_default().to_string(),
             local_seq: invite.cseq().map(|c| c.seq).unwrap_or(1),
+            remote_seq: None,
             remote_target,
             route_set,
             peer,
@@ -104,6 +116,7 @@ impl Dialog {
             local: format!("{to};tag={local_tag}"),
             remote: invite.headers.get("From").unwrap_or_default().to_string(),
             local_seq: rand::thread_rng().gen_range(1..10_000),
+            remote_seq: invite.cseq().map(|c| c.seq),
             remote_target: invite
                 .headers
                 .get("Contact")
@@ -114,6 +127,16 @@ impl Dialog {
             peer,
             contact,
         }
+    }
+
+    /// Our tag (From of a UAC, To of a UAS).
+    pub fn local_tag(&self) -> Option<String> {
+        NameAddr::parse(&self.local).and_then(|n| n.tag().map(str::to_string))
+    }
+
+    /// The far end's tag; `None` before it is known (or from an RFC 2543 peer that sends none).
+    pub fn remote_tag(&self) -> Option<String> {
+        NameAddr::parse(&self.remote).and_then(|n| n.tag().map(str::to_string))
     }
 
     /// A new in-dialog request (BYE, re-INVITE, REFER, INFO) with the next CSeq (§12.2.1.1).

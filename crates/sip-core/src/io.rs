@@ -1,6 +1,10 @@
 //! The only tokio code of sip-core: sockets, the clock, and one task that owns the transaction
 //! layer. Everything the task learns it hands on through channels; it never waits on a slow
 //! consumer (unbounded channels to tasks that drain them at once).
+//!
+//! Requests from the network and the responses to the transactions the switch started with
+//! [`SipStack::request_tagged`] share one channel ([`SipEvent`]), so they reach the call core in
+//! the order they arrived: a BYE sent right behind its 200 OK can never overtake it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,14 +25,16 @@ use crate::transaction::{
 #[derive(Debug)]
 pub enum ClientEvent {
     /// Boxed, like the requests below: a channel preallocates 32 slots of its message type, and a
-    /// whole SIP message inline made that several KB per call.
-    Response(Box<Response>),
+    /// whole SIP message inline made that several KB per call. `source` is where it came from.
+    Response {
+        response: Box<Response>,
+        source: Peer,
+    },
     /// Timer B/F or a transport failure: no final response will come.
     Timeout,
 }
 
-/// Requests and transaction events for a call (registered by Call-ID) or, unregistered, for the
-/// switch's front door.
+/// Requests and server transaction events, for the switch.
 #[derive(Debug)]
 pub enum ServerEvent {
     Request {
@@ -42,7 +48,26 @@ pub enum ServerEvent {
     },
     AckTimeout {
         tx: TxId,
+        call_id: String,
     },
+}
+
+/// Everything the switch hears from SIP, in arrival order.
+#[derive(Debug)]
+pub enum SipEvent {
+    /// A response (or the end) of a transaction started with [`SipStack::request_tagged`].
+    Client {
+        tag: u64,
+        event: ClientEvent,
+    },
+    Server(ServerEvent),
+}
+
+/// Where a client transaction's events go.
+enum ClientSink {
+    Own(mpsc::UnboundedSender<ClientEvent>),
+    /// The switch's one channel, with the tag it chose.
+    Tagged(u64),
 }
 
 enum Command {
@@ -56,16 +81,14 @@ enum Command {
         tx: TxId,
         response: Response,
     },
+    RequestTagged {
+        request: Request,
+        peer: Peer,
+        tag: u64,
+    },
     Stateless {
         peer: Peer,
         message: Message,
-    },
-    Register {
-        call_id: String,
-        events: mpsc::UnboundedSender<ServerEvent>,
-    },
-    Unregister {
-        call_id: String,
     },
 }
 
@@ -97,13 +120,13 @@ pub struct TlsOptions {
 }
 
 impl SipStack {
-    /// Binds UDP and TCP on `listen` (and TLS if configured) and starts the task. Requests
-    /// outside any registered call arrive on the returned receiver.
+    /// Binds UDP and TCP on `listen` (and TLS if configured) and starts the task. Requests, and
+    /// the responses of tagged transactions, arrive on the returned receiver.
     pub async fn bind(
         listen: SocketAddr,
         tls: TlsOptions,
         timers: TimerConfig,
-    ) -> std::io::Result<(SipStack, mpsc::UnboundedReceiver<ServerEvent>)> {
+    ) -> std::io::Result<(SipStack, mpsc::UnboundedReceiver<SipEvent>)> {
         let udp = Arc::new(UdpSocket::bind(listen).await?);
         let local_addr = udp.local_addr()?;
         let tcp = TcpListener::bind(local_addr).await?;
@@ -137,7 +160,6 @@ impl SipStack {
             connecting: HashMap::new(),
             net_tx,
             clients: HashMap::new(),
-            calls: HashMap::new(),
             front: front_tx,
             stats: stats.clone(),
         };
@@ -177,25 +199,15 @@ impl SipStack {
         let _ = self.cmd.send(Command::Response { tx, response });
     }
 
+    /// Starts a client transaction whose responses arrive on the stack's own channel as
+    /// [`SipEvent::Client`] with `tag`, in order with the requests from the network.
+    pub fn request_tagged(&self, request: Request, peer: Peer, tag: u64) {
+        let _ = self.cmd.send(Command::RequestTagged { request, peer, tag });
+    }
+
     /// Sends outside any transaction (ACK for a 2xx).
     pub fn send_stateless(&self, peer: Peer, message: Message) {
         let _ = self.cmd.send(Command::Stateless { peer, message });
-    }
-
-    /// Routes the requests of one dialog (BYE, re-INVITE, ACK, CANCEL) to its owner.
-    pub fn register_call(&self, call_id: &str) -> mpsc::UnboundedReceiver<ServerEvent> {
-        let (events, rx) = mpsc::unbounded_channel();
-        let _ = self.cmd.send(Command::Register {
-            call_id: call_id.to_string(),
-            events,
-        });
-        rx
-    }
-
-    pub fn unregister_call(&self, call_id: &str) {
-        let _ = self.cmd.send(Command::Unregister {
-            call_id: call_id.to_string(),
-        });
     }
 }
 
@@ -219,9 +231,8 @@ struct Driver {
     /// a burst of requests to a trunk opens one connection, not one each.
     connecting: HashMap<Peer, Vec<Vec<u8>>>,
     net_tx: mpsc::UnboundedSender<NetEvent>,
-    clients: HashMap<TxId, mpsc::UnboundedSender<ClientEvent>>,
-    calls: HashMap<String, mpsc::UnboundedSender<ServerEvent>>,
-    front: mpsc::UnboundedSender<ServerEvent>,
+    clients: HashMap<TxId, ClientSink>,
+    front: mpsc::UnboundedSender<SipEvent>,
     stats: Arc<SipStats>,
 }
 
@@ -358,9 +369,12 @@ impl Driver {
                 Some(n) = net.recv() => self.network(n),
                 _ = tokio::time::sleep_until(deadline) => self.layer.handle_timeout(Instant::now()),
                 _ = sweep.tick() => {
-                    // Owners that went away (call ended) no longer need 2xx retransmissions.
-                    self.clients.retain(|_, s| !s.is_closed());
-                    self.calls.retain(|_, s| !s.is_closed());
+                    // Owners that went away no longer need 2xx retransmissions.
+                    let layer = &self.layer;
+                    self.clients.retain(|id, s| match s {
+                        ClientSink::Own(s) => !s.is_closed(),
+                        ClientSink::Tagged(_) => layer.has_client(*id),
+                    });
                     self.stats.transactions.store(self.layer.len() as u64, Ordering::Relaxed);
                 }
                 else => return,
@@ -379,17 +393,15 @@ impl Driver {
                 tx_id,
             } => {
                 let id = self.layer.send_request(now, request, peer);
-                self.clients.insert(id, events);
+                self.clients.insert(id, ClientSink::Own(events));
                 let _ = tx_id.send(id);
+            }
+            Command::RequestTagged { request, peer, tag } => {
+                let id = self.layer.send_request(now, request, peer);
+                self.clients.insert(id, ClientSink::Tagged(tag));
             }
             Command::Response { tx, response } => self.layer.send_response(now, tx, response),
             Command::Stateless { peer, message } => self.layer.send_stateless(peer, &message),
-            Command::Register { call_id, events } => {
-                self.calls.insert(call_id, events);
-            }
-            Command::Unregister { call_id } => {
-                self.calls.remove(&call_id);
-            }
         }
     }
 
@@ -527,63 +539,66 @@ impl Driver {
         }
     }
 
+    fn client_event(&self, sink: &ClientSink, event: ClientEvent) {
+        match sink {
+            ClientSink::Own(s) => {
+                let _ = s.send(event);
+            }
+            ClientSink::Tagged(tag) => {
+                let _ = self.front.send(SipEvent::Client { tag: *tag, event });
+            }
+        }
+    }
+
     fn deliver(&mut self, e: Event) {
         match e {
-            Event::Response { tx, response } => {
+            Event::Response {
+                tx,
+                response,
+                source,
+            } => {
                 let final_non_2xx = response.code >= 300;
-                if let Some(s) = self.clients.get(&tx) {
-                    let _ = s.send(ClientEvent::Response(Box::new(response)));
-                }
-                if final_non_2xx {
-                    self.clients.remove(&tx);
+                // A non-INVITE transaction is over with its final response; an INVITE's sink stays
+                // for 2xx retransmissions (the sweep drops it once its owner has gone).
+                let done = final_non_2xx
+                    || (response.code >= 200
+                        && response.cseq().is_some_and(|c| c.method != "INVITE"));
+                let event = ClientEvent::Response {
+                    response: Box::new(response),
+                    source,
+                };
+                let sink = if done { self.clients.remove(&tx) } else { None };
+                if let Some(s) = sink.as_ref().or_else(|| self.clients.get(&tx)) {
+                    self.client_event(s, event);
                 }
             }
             Event::Timeout { tx } => {
                 if let Some(s) = self.clients.remove(&tx) {
-                    let _ = s.send(ClientEvent::Timeout);
+                    self.client_event(&s, ClientEvent::Timeout);
                 }
             }
             Event::Request {
                 tx,
                 request,
                 source,
-            } => {
-                let call_id = request.call_id().unwrap_or_default().to_string();
-                let ev = ServerEvent::Request {
-                    tx,
-                    request: Box::new(request),
-                    source,
-                };
-                self.route(&call_id, ev);
-            }
-            Event::Cancelled { invite_tx, request } => {
-                let call_id = request.call_id().unwrap_or_default().to_string();
-                self.route(
-                    &call_id,
-                    ServerEvent::Cancelled {
-                        invite_tx,
-                        request: Box::new(request),
-                    },
-                );
-            }
+            } => self.server(ServerEvent::Request {
+                tx,
+                request: Box::new(request),
+                source,
+            }),
+            Event::Cancelled { invite_tx, request } => self.server(ServerEvent::Cancelled {
+                invite_tx,
+                request: Box::new(request),
+            }),
             // The layer names the call itself, so nothing here has to remember which server
             // transaction belonged to which call (a map of that would grow with every OPTIONS).
             Event::AckTimeout { tx, call_id } => {
-                if let Some(s) = self.calls.get(&call_id) {
-                    let _ = s.send(ServerEvent::AckTimeout { tx });
-                }
+                self.server(ServerEvent::AckTimeout { tx, call_id })
             }
         }
     }
 
-    fn route(&mut self, call_id: &str, ev: ServerEvent) {
-        if let Some(s) = self.calls.get(call_id) {
-            if s.send(ev).is_ok() {
-                return;
-            }
-            self.calls.remove(call_id);
-            return;
-        }
-        let _ = self.front.send(ev);
+    fn server(&self, ev: ServerEvent) {
+        let _ = self.front.send(SipEvent::Server(ev));
     }
 }

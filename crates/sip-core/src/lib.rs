@@ -8,6 +8,7 @@ pub mod dialog;
 pub mod io;
 pub mod msg;
 pub mod sdp;
+pub mod session_timer;
 pub mod transaction;
 
 pub use msg::{Message, Request, Response};

@@ -57,11 +57,14 @@ pub fn offer(session_id: u64, version: u64, addr: IpAddr, port: u16) -> String {
     )
 }
 
-/// Our answer to `remote`: its first codec we speak, and its telephone-event type. `None` when
-/// nothing in common (the caller gets 488).
+/// Our answer to `remote`: its first codec we speak, its telephone-event type, and the direction
+/// that mirrors its own (a `sendonly` hold is answered `recvonly`). `version` is our `o=` version
+/// (RFC 3264 §8: raised by every changed description). `None` when nothing is in common (the
+/// offerer gets 488).
 pub fn answer(
     remote: &MediaDescription,
     session_id: u64,
+    version: u64,
     addr: IpAddr,
     port: u16,
 ) -> Option<(String, Codec)> {
@@ -73,9 +76,9 @@ pub fn answer(
         d => d,
     };
     let sdp = if remote.telephone_event.is_some() {
-        build(session_id, 1, addr, port, &[codec], te, dir)
+        build(session_id, version, addr, port, &[codec], te, dir)
     } else {
-        build_no_te(session_id, addr, port, codec, dir)
+        build_no_te(session_id, version, addr, port, codec, dir)
     };
     Some((sdp, codec))
 }
@@ -126,8 +129,15 @@ fn build(
     s
 }
 
-fn build_no_te(sid: u64, addr: IpAddr, port: u16, codec: Codec, dir: Direction) -> String {
-    let mut s = origin(sid, 1, addr);
+fn build_no_te(
+    sid: u64,
+    ver: u64,
+    addr: IpAddr,
+    port: u16,
+    codec: Codec,
+    dir: Direction,
+) -> String {
+    let mut s = origin(sid, ver, addr);
     s.push_str(&format!(
         "m=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {}/8000\r\na=ptime:20\r\na={}\r\n",
         codec.name(),
@@ -243,7 +253,7 @@ mod tests {
         let m = parse(sdp.as_bytes()).unwrap();
         assert_eq!(m.codecs, vec![Codec::Pcma]);
         assert_eq!(m.telephone_event, Some(96));
-        let (ans, c) = answer(&m, 9, "127.0.0.1".parse().unwrap(), 30000).unwrap();
+        let (ans, c) = answer(&m, 9, 1, "127.0.0.1".parse().unwrap(), 30000).unwrap();
         assert_eq!(c, Codec::Pcma);
         assert!(ans.contains("m=audio 30000 RTP/AVP 8 96"));
     }
@@ -252,6 +262,18 @@ mod tests {
     fn nothing_in_common() {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 18\r\n";
         let m = parse(sdp.as_bytes()).unwrap();
-        assert!(answer(&m, 1, "127.0.0.1".parse().unwrap(), 2).is_none());
+        assert!(answer(&m, 1, 1, "127.0.0.1".parse().unwrap(), 2).is_none());
+    }
+
+    #[test]
+    fn a_hold_is_answered_recvonly() {
+        let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=sendonly\r\n";
+        let m = parse(sdp.as_bytes()).unwrap();
+        assert_eq!(m.direction, Direction::SendOnly);
+        let (ans, _) = answer(&m, 1, 2, "127.0.0.1".parse().unwrap(), 4000).unwrap();
+        assert!(
+            ans.contains("a=recvonly") && ans.contains("o=BotStream 1 2 "),
+            "{ans}"
+        );
     }
 }

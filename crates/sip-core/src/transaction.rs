@@ -112,8 +112,13 @@ pub enum Output {
 #[derive(Debug)]
 pub enum Event {
     /// A response for one of our client transactions (2xx retransmissions included, so the TU
-    /// can re-send its ACK).
-    Response { tx: TxId, response: Response },
+    /// can re-send its ACK). `source` is where it came from: a digest challenge is only answered
+    /// when it comes from the party the request was sent to.
+    Response {
+        tx: TxId,
+        response: Response,
+        source: Peer,
+    },
     /// Timer B or F fired, or the transport failed: no final response will come.
     Timeout { tx: TxId },
     /// A new request; `tx` is `None` for an ACK (it has no transaction of its own).
@@ -368,12 +373,12 @@ impl TransactionLayer {
     /// A message from the network.
     pub fn handle_message(&mut self, now: Instant, source: Peer, message: Message) {
         match message {
-            Message::Response(r) => self.handle_response(now, r),
+            Message::Response(r) => self.handle_response(now, source, r),
             Message::Request(r) => self.handle_request(now, source, r),
         }
     }
 
-    fn handle_response(&mut self, now: Instant, response: Response) {
+    fn handle_response(&mut self, now: Instant, source: Peer, response: Response) {
         let Some(branch) = response
             .top_via()
             .and_then(|v| v.branch().map(str::to_string))
@@ -397,18 +402,27 @@ impl TransactionLayer {
             match (ct.state, code) {
                 (State::Calling | State::Proceeding, 100..=199) => {
                     ct.state = State::Proceeding;
-                    self.out
-                        .push_back(Output::Event(Event::Response { tx: id, response }));
+                    self.out.push_back(Output::Event(Event::Response {
+                        tx: id,
+                        response,
+                        source,
+                    }));
                 }
                 (State::Calling | State::Proceeding, 200..=299) => {
                     ct.state = State::Accepted;
                     self.arm(now + 64 * cfg.t1, id, Timer::M);
-                    self.out
-                        .push_back(Output::Event(Event::Response { tx: id, response }));
+                    self.out.push_back(Output::Event(Event::Response {
+                        tx: id,
+                        response,
+                        source,
+                    }));
                 }
                 (State::Accepted, 200..=299) => {
-                    self.out
-                        .push_back(Output::Event(Event::Response { tx: id, response }));
+                    self.out.push_back(Output::Event(Event::Response {
+                        tx: id,
+                        response,
+                        source,
+                    }));
                 }
                 (State::Calling | State::Proceeding, _) if code >= 300 => {
                     ct.state = State::Completed;
@@ -421,8 +435,11 @@ impl TransactionLayer {
                         Duration::from_secs(32)
                     };
                     self.arm(now + wait, id, Timer::D);
-                    self.out
-                        .push_back(Output::Event(Event::Response { tx: id, response }));
+                    self.out.push_back(Output::Event(Event::Response {
+                        tx: id,
+                        response,
+                        source,
+                    }));
                 }
                 (State::Completed, 300..=699) => {
                     // The ACK was lost: send it again (§17.1.1.2).
@@ -436,15 +453,21 @@ impl TransactionLayer {
             match (ct.state, code) {
                 (State::Trying | State::Proceeding, 100..=199) => {
                     ct.state = State::Proceeding;
-                    self.out
-                        .push_back(Output::Event(Event::Response { tx: id, response }));
+                    self.out.push_back(Output::Event(Event::Response {
+                        tx: id,
+                        response,
+                        source,
+                    }));
                 }
                 (State::Trying | State::Proceeding, 200..=699) => {
                     ct.state = State::Completed;
                     let wait = if reliable { Duration::ZERO } else { cfg.t4 };
                     self.arm(now + wait, id, Timer::K);
-                    self.out
-                        .push_back(Output::Event(Event::Response { tx: id, response }));
+                    self.out.push_back(Output::Event(Event::Response {
+                        tx: id,
+                        response,
+                        source,
+                    }));
                 }
                 _ => {}
             }
@@ -461,15 +484,30 @@ impl TransactionLayer {
                 return;
             };
             if request.method == "ACK" {
-                if st.state == State::Completed {
-                    // §17.2.1: the ACK for our non-2xx final.
-                    st.state = State::Confirmed;
-                    let wait = if st.peer.transport.reliable() {
-                        Duration::ZERO
-                    } else {
-                        cfg.t4
-                    };
-                    self.arm(now + wait, id, Timer::I);
+                match st.state {
+                    State::Completed => {
+                        // §17.2.1: the ACK for our non-2xx final.
+                        st.state = State::Confirmed;
+                        let wait = if st.peer.transport.reliable() {
+                            Duration::ZERO
+                        } else {
+                            cfg.t4
+                        };
+                        self.arm(now + wait, id, Timer::I);
+                    }
+                    State::Accepted => {
+                        // The ACK for our 2xx, from a UA that reused the INVITE's branch or an
+                        // RFC 2543 peer whose fallback key folds it onto the INVITE: it belongs
+                        // to the dialog, not to this transaction (§13.3.1.4, §17.2.3). Swallowing
+                        // it here would leave Timer L to end an acknowledged call.
+                        st.ack_match = None;
+                        self.out.push_back(Output::Event(Event::Request {
+                            tx: None,
+                            request,
+                            source,
+                        }));
+                    }
+                    _ => {}
                 }
                 return;
             }
@@ -676,6 +714,11 @@ impl TransactionLayer {
             .iter()
             .find(|(_, c)| c.peer == peer && c.request == bytes)
             .map(|(id, _)| *id)
+    }
+
+    /// Whether a client transaction is still alive (its 2xx retransmissions may still come).
+    pub fn has_client(&self, id: TxId) -> bool {
+        self.clients.contains_key(&id)
     }
 
     /// The request that started a client transaction (to build its CANCEL).
@@ -994,5 +1037,75 @@ mod tests {
         }
         assert!(sent >= 9);
         assert!(timed_out);
+    }
+
+    /// Answers `invite()` with a 2xx and returns the layer, ready for the ACK.
+    fn answered(t0: Instant) -> TransactionLayer {
+        let mut tl = TransactionLayer::new(TimerConfig::default());
+        tl.handle_message(t0, peer(), Message::Request(invite()));
+        let Some(Output::Event(Event::Request {
+            tx: Some(tx),
+            request,
+            ..
+        })) = tl.poll_output()
+        else {
+            panic!()
+        };
+        tl.send_response(t0, tx, response_to(&request, 200, Some("x")));
+        drain(&mut tl);
+        tl
+    }
+
+    /// Whether any Timer L reported a missing ACK by the time every timer ran out.
+    fn ack_timed_out(tl: &mut TransactionLayer) -> bool {
+        let mut timed_out = false;
+        while let Some(t) = tl.poll_timeout() {
+            tl.handle_timeout(t);
+            timed_out |= drain(tl)
+                .iter()
+                .any(|o| matches!(o, Output::Event(Event::AckTimeout { .. })));
+        }
+        timed_out
+    }
+
+    #[test]
+    fn ack_reusing_the_invite_branch_reaches_the_dialog() {
+        let t0 = Instant::now();
+        let mut tl = answered(t0);
+        let mut ack = invite();
+        ack.method = "ACK".into();
+        ack.headers.set("CSeq", "1 ACK");
+        tl.handle_message(t0, peer(), Message::Request(ack));
+        let outs = drain(&mut tl);
+        assert!(
+            matches!(&outs[..], [Output::Event(Event::Request { tx: None, request, .. })] if request.method == "ACK"),
+            "{outs:?}"
+        );
+        assert!(!ack_timed_out(&mut tl), "the ACK stopped Timer L");
+    }
+
+    #[test]
+    fn ack_from_an_rfc2543_peer_reaches_the_dialog() {
+        let t0 = Instant::now();
+        let mut tl = TransactionLayer::new(TimerConfig::default());
+        let mut inv = invite();
+        inv.headers.set("Via", "SIP/2.0/UDP 127.0.0.1:5080");
+        tl.handle_message(t0, peer(), Message::Request(inv.clone()));
+        let Some(Output::Event(Event::Request { tx: Some(tx), .. })) = tl.poll_output() else {
+            panic!()
+        };
+        tl.send_response(t0, tx, response_to(&inv, 200, Some("x")));
+        drain(&mut tl);
+        let mut ack = inv;
+        ack.method = "ACK".into();
+        ack.headers.set("CSeq", "1 ACK");
+        ack.headers.set("To", "<sip:100@h>;tag=x");
+        tl.handle_message(t0, peer(), Message::Request(ack));
+        let outs = drain(&mut tl);
+        assert!(
+            matches!(&outs[..], [Output::Event(Event::Request { tx: None, .. })]),
+            "{outs:?}"
+        );
+        assert!(!ack_timed_out(&mut tl));
     }
 }
