@@ -1152,24 +1152,21 @@ pub struct NameAddr {
 impl NameAddr {
     pub fn parse(s: &str) -> Option<NameAddr> {
         let s = s.trim_matches(WS);
-        let (display, rest) = if s.starts_with('"') {
-            let (d, rest) = take_quoted(s)?;
-            (Some(d), rest.trim_start_matches(WS))
-        } else if let Some(lt) = find_unquoted(s, '<') {
-            let d = s[..lt].trim_matches(WS);
-            // Unquoted, a display name is *(token LWS): "Bell, Alexander" is not one
-            // (RFC 4475 §3.1.2.15). Non-ASCII is let through: a Latin-1 name from a sloppy PBX
-            // should not cost the call.
-            let display_ok = d
-                .chars()
-                .all(|c| c == ' ' || c == '\t' || !c.is_ascii() || is_token_char(c as u8));
-            if !display_ok {
-                return None;
-            }
-            (Some(d.to_string()), &s[lt..])
-        } else {
+        let Some(lt) = find_unquoted(s, '<') else {
             return Self::parse_addr_spec(s);
         };
+        let d = s[..lt].trim_matches(WS);
+        // A display name is a quoted-string or *(token LWS) (RFC 3261 §25.1), but PBXs send
+        // `Bell, Alexander`, `John (Office)` or `j@x` unquoted. With the address in brackets
+        // nothing is ambiguous, so everything before the first unquoted '<' is the name: RFC 4475
+        // §3.1.2.15 lets a liberal element "infer the missing quotes", as long as it does not
+        // propagate the error, and the switch never copies a display name into another leg.
+        // An unterminated quote still fails: its '<' is inside the quotes (§3.1.2.6).
+        let display = match take_quoted(d) {
+            Some((quoted, after)) if after.trim_matches(WS).is_empty() => quoted,
+            _ => d.to_string(),
+        };
+        let rest = &s[lt..];
         let (uri, rest) = rest.strip_prefix('<')?.split_once('>')?;
         // LAQUOT and RAQUOT allow blanks outside the brackets only (RFC 4475 §3.1.2.14).
         if uri.is_empty() || uri.contains(char::is_whitespace) {
@@ -1182,7 +1179,7 @@ impl NameAddr {
             Params::parse_strict(rest.strip_prefix(';')?)?
         };
         Some(NameAddr {
-            display: display.filter(|d| !d.is_empty()),
+            display: Some(display).filter(|d| !d.is_empty()),
             uri: uri.to_string(),
             params,
         })
@@ -1333,12 +1330,34 @@ mod tests {
         assert_eq!(n.tag(), Some("98asjd8"));
         let n = NameAddr::parse("caller<sip:caller@example.com>;tag=323").unwrap();
         assert_eq!(n.display.as_deref(), Some("caller"));
+        // Unquoted non-token characters: the name is everything before '<' (RFC 4475 §3.1.2.15).
+        for (value, display) in [
+            (
+                "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+                "Bell, Alexander",
+            ),
+            (
+                "John (Office) <sip:john@example.com>;tag=43",
+                "John (Office)",
+            ),
+            ("j@x <sip:j@example.com>;tag=43", "j@x"),
+            ("Dr. No; Esq. <sip:no@example.com>;tag=43", "Dr. No; Esq."),
+            (
+                r#""Bob" Smith <sip:bob@example.com>;tag=43"#,
+                r#""Bob" Smith"#,
+            ),
+        ] {
+            let n = NameAddr::parse(value).unwrap_or_else(|| panic!("{value}"));
+            assert_eq!(n.display.as_deref(), Some(display), "{value}");
+            assert_eq!(n.tag(), Some("43"), "{value}");
+        }
         let n = NameAddr::parse("sip:u@example.com ;   tag    = 1918181833n").unwrap();
         assert_eq!(n.uri, "sip:u@example.com");
         assert_eq!(n.tag(), Some("1918181833n"));
         for bad in [
             r#""Mr. J. User <sip:j.user@example.com>"#,
-            "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+            r#""Mr. J. User <sip:j.user@example.com> <sip:realj@example.net>"#,
+            "Bob\" <sip:bob@example.com>",
             r#""Watson, Thomas" < sip:t.watson@example.org >"#,
             "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
             r#""Joe" <sip:joe@example.org>;;;;"#,
@@ -1446,6 +1465,26 @@ mod tests {
             "Date: yesterday",
         ] {
             tolerated(&[date]);
+        }
+    }
+
+    #[test]
+    fn unquoted_display_names_with_non_token_characters_are_accepted() {
+        // RFC 4475 §3.1.2.15 (baddn) and what PBXs send.
+        tolerated(&[
+            "From: Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+            "To: Watson, Thomas <sip:t.watson@example.org>;tag=2",
+        ]);
+        tolerated(&["From: John (Office) <sip:john@example.com>;tag=1"]);
+        tolerated(&["To: j@x <sip:bob@example.com>;tag=2"]);
+        tolerated(&["Contact: John (Office) <sip:john@192.0.2.1>"]);
+        // Without brackets nothing says where the name ends: still refused.
+        for start in [REQUEST, RESPONSE] {
+            let m = message(
+                start,
+                &["From: Bell, Alexander sip:a.g.bell@example.com;tag=43"],
+            );
+            assert_eq!(validate(&m), Err("malformed From or To"));
         }
     }
 
