@@ -1168,7 +1168,10 @@ impl NameAddr {
         };
         let rest = &s[lt..];
         let (uri, rest) = rest.strip_prefix('<')?.split_once('>')?;
-        // LAQUOT and RAQUOT allow blanks outside the brackets only (RFC 4475 §3.1.2.14).
+        // LAQUOT and RAQUOT allow blanks outside the brackets only, but `< sip:a@b >` is
+        // unambiguous and RFC 4475 §3.1.2.14 lets a liberal element "ignore the spaces". Blanks
+        // inside the URI itself are still refused.
+        let uri = uri.trim_matches(WS);
         if uri.is_empty() || uri.contains(char::is_whitespace) {
             return None;
         }
@@ -1351,6 +1354,12 @@ mod tests {
             assert_eq!(n.display.as_deref(), Some(display), "{value}");
             assert_eq!(n.tag(), Some("43"), "{value}");
         }
+        // Blanks just inside the brackets are dropped (RFC 4475 §3.1.2.14).
+        let n = NameAddr::parse(r#""Watson, Thomas" < sip:t.watson@example.org >;tag=9"#).unwrap();
+        assert_eq!(n.display.as_deref(), Some("Watson, Thomas"));
+        assert_eq!(n.uri, "sip:t.watson@example.org");
+        assert_eq!(n.tag(), Some("9"));
+        assert_eq!(NameAddr::parse("<\tsip:a@b  >").unwrap().uri, "sip:a@b");
         let n = NameAddr::parse("sip:u@example.com ;   tag    = 1918181833n").unwrap();
         assert_eq!(n.uri, "sip:u@example.com");
         assert_eq!(n.tag(), Some("1918181833n"));
@@ -1358,7 +1367,8 @@ mod tests {
             r#""Mr. J. User <sip:j.user@example.com>"#,
             r#""Mr. J. User <sip:j.user@example.com> <sip:realj@example.net>"#,
             "Bob\" <sip:bob@example.com>",
-            r#""Watson, Thomas" < sip:t.watson@example.org >"#,
+            "<sip:a b@example.org>",
+            "< >",
             "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
             r#""Joe" <sip:joe@example.org>;;;;"#,
             "<sip:a@b> garbage",
@@ -1484,6 +1494,18 @@ mod tests {
                 start,
                 &["From: Bell, Alexander sip:a.g.bell@example.com;tag=43"],
             );
+            assert_eq!(validate(&m), Err("malformed From or To"));
+        }
+    }
+
+    #[test]
+    fn blanks_inside_angle_brackets_are_trimmed() {
+        // RFC 4475 §3.1.2.14 (badaspec).
+        tolerated(&[r#"To: "Watson, Thomas" < sip:t.watson@example.org >;tag=2"#]);
+        tolerated(&["From: < sip:alice@example.com >;tag=1"]);
+        tolerated(&["Contact: <sip:alice@192.0.2.1 >"]);
+        for start in [REQUEST, RESPONSE] {
+            let m = message(start, &["To: <sip:bob @example.com>;tag=2"]);
             assert_eq!(validate(&m), Err("malformed From or To"));
         }
     }

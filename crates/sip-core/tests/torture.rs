@@ -217,7 +217,8 @@ const INVALID: &[(&str, Refused)] = &[
     ("rfc4475/baddate.dat",    Tolerated("Date in EST, ignored")),
     // `Contact: sip:user@example.com?Route=...`: a `?` needs the angle brackets.
     ("rfc4475/regbadct.dat",   Validate("malformed Contact, Route or Record-Route")),
-    ("rfc4475/badaspec.dat",   Validate("malformed From or To")), // `< sip:... >`
+    // §3.1.2.14: "Elements attempting to be liberal may ignore the spaces."
+    ("rfc4475/badaspec.dat",   Tolerated("`< sip:... >` in To, blanks trimmed")),
     // The archive's copy ends without the empty line, so framing refuses it first;
     // `display_name_with_non_token_characters_is_tolerated` checks the headers themselves.
     ("rfc4475/baddn.dat",      Parse("no end of headers")),
