@@ -864,10 +864,24 @@ impl Params {
         Params(out)
     }
 
+    /// Header parameters, `s` being what follows the first `;` of a name-addr or Via value.
+    ///
+    /// One trailing `;` (`<sip:a@b>;tag=x;`, `SIP/2.0/UDP h;branch=z9hG4bKx;`) is let through:
+    /// stacks that build parameter lists by appending `;name=value` send it, and it hides
+    /// nothing. An empty element anywhere else (`;;`) is still refused (RFC 4475 §3.1.2.1), and
+    /// so is an empty value, except for the parameters named in `empty_ok`.
+    fn parse_header(s: &str, empty_ok: &[&str]) -> Option<Params> {
+        let s = s.trim_end_matches(WS);
+        if s.is_empty() {
+            return Some(Params::default());
+        }
+        Self::parse_strict(s.strip_suffix(';').unwrap_or(s), empty_ok)
+    }
+
     /// Header parameters: `SEMI` may be surrounded by LWS, but every element needs a token name
     /// and a value that is a token, a host or a complete quoted string. `;;` fails
-    /// (RFC 4475 §3.1.2.1).
-    fn parse_strict(s: &str) -> Option<Params> {
+    /// (RFC 4475 §3.1.2.1). A parameter named in `empty_ok` may have an empty value.
+    fn parse_strict(s: &str, empty_ok: &[&str]) -> Option<Params> {
         let mut out = Vec::new();
         for p in split_outside_quotes(s, ';') {
             let p = p.trim_matches(WS);
@@ -881,8 +895,10 @@ impl Params {
             if let Some(v) = value {
                 let ok = if v.starts_with('"') {
                     take_quoted(v).is_some_and(|(_, rest)| rest.is_empty())
+                } else if v.is_empty() {
+                    empty_ok.iter().any(|n| n.eq_ignore_ascii_case(name))
                 } else {
-                    !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || "\"<>".contains(c))
+                    !v.contains(|c: char| c.is_whitespace() || "\"<>".contains(c))
                 };
                 if !ok {
                     return None;
@@ -967,7 +983,8 @@ impl Via {
             return None;
         }
         let (sent_by, params) = match rest.split_once(';') {
-            Some((h, p)) => (h, Params::parse_strict(p)?),
+            // An empty branch is refused: it would match every other empty branch.
+            Some((h, p)) => (h, Params::parse_header(p, &[])?),
             None => (rest, Params::default()),
         };
         let (host, port) = split_host_port(sent_by)?;
@@ -1140,6 +1157,9 @@ impl std::fmt::Display for Uri {
     }
 }
 
+/// Header parameters of a name-addr that may be given empty: `tag=` is read as no tag.
+const NAME_ADDR_EMPTY_OK: &[&str] = &["tag"];
+
 /// `"Display" <uri>;tag=x` or a bare `uri;tag=x` (From, To, Contact, Route, Refer-To).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameAddr {
@@ -1179,7 +1199,7 @@ impl NameAddr {
         let params = if rest.is_empty() {
             Params::default()
         } else {
-            Params::parse_strict(rest.strip_prefix(';')?)?
+            Params::parse_header(rest.strip_prefix(';')?, NAME_ADDR_EMPTY_OK)?
         };
         Some(NameAddr {
             display: Some(display).filter(|d| !d.is_empty()),
@@ -1192,7 +1212,10 @@ impl NameAddr {
     /// ';' must have come in brackets (RFC 3261 §20, RFC 4475 §3.1.2.13).
     fn parse_addr_spec(s: &str) -> Option<NameAddr> {
         let (uri, params) = match s.split_once(';') {
-            Some((u, p)) => (u.trim_end_matches(WS), Params::parse_strict(p)?),
+            Some((u, p)) => (
+                u.trim_end_matches(WS),
+                Params::parse_header(p, NAME_ADDR_EMPTY_OK)?,
+            ),
             None => (s, Params::default()),
         };
         if uri.is_empty() || uri.contains(|c: char| c.is_whitespace() || ",?<>\"".contains(c)) {
@@ -1205,8 +1228,10 @@ impl NameAddr {
         })
     }
 
+    /// The tag, if it has one. An empty `tag=` (or a bare `;tag`) counts as none: a sloppy UA's
+    /// way of writing "no tag yet", which must not match or start a dialog with an empty tag.
     pub fn tag(&self) -> Option<&str> {
-        self.params.get("tag")
+        self.params.get("tag").filter(|t| !t.is_empty())
     }
 }
 
@@ -1311,8 +1336,18 @@ mod tests {
             Via::parse("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKa")
                 .unwrap();
         assert_eq!(v.params.get("received"), Some("[2001:db8::9:255]"));
+        // One trailing ';' is let through, with or without parameters before it.
+        let v = Via::parse("SIP/2.0/UDP h:5060;branch=z9hG4bKx;rport; ").unwrap();
+        assert_eq!(v.branch(), Some("z9hG4bKx"));
+        assert!(v.params.has("rport"));
+        assert_eq!(
+            Via::parse("SIP/2.0/UDP h;").unwrap().params,
+            Params::default()
+        );
         for bad in [
             "SIP/2.0/UDP 192.0.2.15;;",
+            "SIP/2.0/UDP h;branch=z9hG4bKx;;",
+            "SIP/2.0/UDP h;;branch=z9hG4bKx",
             ";",
             "SIP/7.0/UDP h",
             "SIP/2.0/UDP",
@@ -1354,6 +1389,20 @@ mod tests {
             assert_eq!(n.display.as_deref(), Some(display), "{value}");
             assert_eq!(n.tag(), Some("43"), "{value}");
         }
+        // One trailing ';' is let through; an empty tag is no tag.
+        for (value, tag) in [
+            ("<sip:a@b>;tag=x;", Some("x")),
+            ("<sip:a@b> ; tag=x ; ", Some("x")),
+            ("<sip:a@b>;", None),
+            ("sip:a@b;tag=x;", Some("x")),
+            ("<sip:a@b>;tag=", None),
+            ("<sip:a@b>;tag=;", None),
+            ("<sip:a@b>;tag = ;x=1", None),
+            ("<sip:a@b>;tag", None),
+        ] {
+            let n = NameAddr::parse(value).unwrap_or_else(|| panic!("{value}"));
+            assert_eq!(n.tag(), tag, "{value}");
+        }
         // Blanks just inside the brackets are dropped (RFC 4475 §3.1.2.14).
         let n = NameAddr::parse(r#""Watson, Thomas" < sip:t.watson@example.org >;tag=9"#).unwrap();
         assert_eq!(n.display.as_deref(), Some("Watson, Thomas"));
@@ -1371,6 +1420,10 @@ mod tests {
             "< >",
             "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
             r#""Joe" <sip:joe@example.org>;;;;"#,
+            "<sip:a@b>;;",
+            "<sip:a@b>;tag=x;;",
+            "<sip:a@b>;;tag=x",
+            "<sip:a@b>;x=",
             "<sip:a@b> garbage",
             "<>",
         ] {
@@ -1507,6 +1560,40 @@ mod tests {
         for start in [REQUEST, RESPONSE] {
             let m = message(start, &["To: <sip:bob @example.com>;tag=2"]);
             assert_eq!(validate(&m), Err("malformed From or To"));
+        }
+    }
+
+    #[test]
+    fn a_trailing_semicolon_after_parameters_is_accepted() {
+        tolerated(&["From: <sip:alice@example.com>;tag=1;"]);
+        tolerated(&["To: Bob <sip:bob@example.com>;tag=2;"]);
+        tolerated(&["To: sip:bob@example.com;tag=2;"]);
+        tolerated(&["Contact: <sip:alice@192.0.2.1>;expires=60;"]);
+        tolerated(&["Record-Route: <sip:p.example.com;lr>;"]);
+        tolerated(&["Via: SIP/2.0/UDP host.example.com;branch=z9hG4bK1;rport;"]);
+        // An empty element elsewhere is still refused (RFC 4475 §3.1.2.1, badinv01).
+        for start in [REQUEST, RESPONSE] {
+            let m = message(
+                start,
+                &["Via: SIP/2.0/UDP host.example.com;;branch=z9hG4bK1"],
+            );
+            assert_eq!(validate(&m), Err("malformed Via"));
+            let m = message(start, &["From: <sip:alice@example.com>;tag=1;;"]);
+            assert_eq!(validate(&m), Err("malformed From or To"));
+        }
+    }
+
+    #[test]
+    fn an_empty_tag_is_read_as_no_tag() {
+        tolerated(&["To: <sip:bob@example.com>;tag="]);
+        tolerated(&["From: <sip:alice@example.com>;tag=;x-info=1"]);
+        let m = message(RESPONSE, &["To: <sip:bob@example.com>;tag="]);
+        let to = NameAddr::parse(m.headers().get("To").unwrap()).unwrap();
+        assert_eq!(to.tag(), None);
+        // Other parameters still need a value, and an empty branch matches nothing.
+        for start in [REQUEST, RESPONSE] {
+            let m = message(start, &["Via: SIP/2.0/UDP host.example.com;branch="]);
+            assert_eq!(validate(&m), Err("malformed Via"));
         }
     }
 
