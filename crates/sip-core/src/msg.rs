@@ -1235,6 +1235,37 @@ impl NameAddr {
     }
 }
 
+/// `value`, a From or To that has no tag, with `;tag=` and `tag` added (RFC 3261 §8.2.6.2,
+/// §12.1.1). What a sloppy peer left where the tag goes is dropped first, so that what we send
+/// parses: a trailing `;` (appending would make `;;`) and an empty `tag=` (appending would make
+/// a second tag). Other parameters are kept, blanks around them trimmed.
+pub fn add_tag(value: &str, tag: &str) -> String {
+    let value = value.trim_matches(WS);
+    // Header parameters start after the '>' of a name-addr, or at the first ';' of an addr-spec.
+    let start = match find_unquoted(value, '<') {
+        Some(lt) => value[lt..].find('>').map(|gt| lt + gt + 1),
+        None => value.find(';'),
+    }
+    .unwrap_or(value.len());
+    let (head, params) = value.split_at(start);
+    let mut out = head.to_string();
+    let mut parts = split_outside_quotes(params, ';').into_iter();
+    // Whatever precedes the first ';' (blanks, in anything that parsed) stays as it was.
+    out.push_str(parts.next().unwrap_or_default().trim_end_matches(WS));
+    for p in parts.map(|p| p.trim_matches(WS)) {
+        let empty_tag = p.split_once('=').is_some_and(|(n, v)| {
+            n.trim_matches(WS).eq_ignore_ascii_case("tag") && v.trim_matches(WS).is_empty()
+        });
+        if p.is_empty() || empty_tag || p.eq_ignore_ascii_case("tag") {
+            continue;
+        }
+        out.push(';');
+        out.push_str(p);
+    }
+    let _ = write!(out, ";tag={tag}");
+    out
+}
+
 fn find_unquoted(s: &str, c: char) -> Option<usize> {
     let mut quoted = false;
     let mut escaped = false;
@@ -1594,6 +1625,35 @@ mod tests {
         for start in [REQUEST, RESPONSE] {
             let m = message(start, &["Via: SIP/2.0/UDP host.example.com;branch="]);
             assert_eq!(validate(&m), Err("malformed Via"));
+        }
+    }
+
+    #[test]
+    fn add_tag_leaves_a_value_that_parses_with_one_tag() {
+        for (value, want) in [
+            ("<sip:b@h>", "<sip:b@h>;tag=t"),
+            ("Bob <sip:b@h>;x=1", "Bob <sip:b@h>;x=1;tag=t"),
+            ("sip:b@h", "sip:b@h;tag=t"),
+            ("sip:b@h;x=1", "sip:b@h;x=1;tag=t"),
+            // What a sloppy peer left where the tag goes.
+            ("<sip:b@h>;", "<sip:b@h>;tag=t"),
+            ("<sip:b@h>;tag=", "<sip:b@h>;tag=t"),
+            ("<sip:b@h> ; tag = ; x=1 ;", "<sip:b@h>;x=1;tag=t"),
+            ("<sip:b@h>;tag", "<sip:b@h>;tag=t"),
+            ("sip:b@h;tag=;", "sip:b@h;tag=t"),
+            (
+                r#""a;tag=" <sip:b@h;lr>;tag="#,
+                r#""a;tag=" <sip:b@h;lr>;tag=t"#,
+            ),
+        ] {
+            let got = add_tag(value, "t");
+            assert_eq!(got, want, "{value}");
+            assert_eq!(
+                NameAddr::parse(&got)
+                    .and_then(|n| n.tag().map(str::to_string))
+                    .as_deref(),
+                Some("t")
+            );
         }
     }
 
