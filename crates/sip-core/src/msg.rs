@@ -760,19 +760,31 @@ pub fn validate(m: &Message) -> Result<(), &'static str> {
             let addr = NameAddr::parse(v).ok_or("malformed Contact, Route or Record-Route")?;
             check_addr_uri(&addr.uri)?;
             if let Some(e) = addr.params.get("expires") {
-                parse_decimal(e, u32::MAX.into()).ok_or("Contact expires out of range")?;
+                if !is_expires(e) {
+                    return Err("Contact expires out of range");
+                }
             }
         }
     }
     // Scalars beyond their range (RFC 4475 §3.1.2.4, §3.1.2.5): acting on a wrapped or clamped
     // value would be acting on a number the sender never sent.
+    //
+    // Max-Forwards is the exception: the switch is an endpoint, never forwards a request and
+    // never reads it, and RFC 4475 §3.1.2.4 says that with only Max-Forwards out of range "the
+    // element could choose to process the request as if the field were absent". Any number is
+    // accepted (a reader would clamp it to 255); one that is not a number is still refused.
     if let Some(v) = h.get("Max-Forwards") {
-        parse_decimal(v, 255).ok_or("Max-Forwards out of range")?;
-    }
-    for name in ["Expires", "Min-Expires"] {
-        if let Some(v) = h.get(name) {
-            parse_decimal(v, u32::MAX.into()).ok_or("Expires out of range")?;
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("malformed Max-Forwards");
         }
+    }
+    if let Some(v) = h.get("Expires") {
+        if !is_expires(v) {
+            return Err("Expires out of range");
+        }
+    }
+    if let Some(v) = h.get("Min-Expires") {
+        parse_decimal(v, u32::MAX.into()).ok_or("Expires out of range")?;
     }
     if let Some(v) = h.get("Retry-After") {
         // delta-seconds [ comment ] *( SEMI retry-param ): only the number is ours to check.
@@ -809,6 +821,25 @@ pub fn validate(m: &Message) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// An Expires header or a Contact `expires` parameter: delta-seconds that fit 32 bits, or the
+/// date RFC 2543 §6.20 also allowed there (`Thu, 01 Dec 1994 16:00:00 GMT`, quoted in a
+/// parameter). Old registrars and PBXs still send the date. Nothing in the switch can use it
+/// (the gateway's REGISTER reads a number and keeps the interval it asked for otherwise), so
+/// only its shape is checked, loosely: a day name, a comma and a time.
+fn is_expires(v: &str) -> bool {
+    const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
+    let looks_like_date = |d: &str| {
+        let b = d.as_bytes();
+        b.len() > 4
+            && b[3] == b','
+            && DAYS.iter().any(|day| b[..3].eq_ignore_ascii_case(day))
+            && d.contains(':')
+    };
+    parse_decimal(v, u32::MAX.into()).is_some()
+        || looks_like_date(v)
+        || take_quoted(v).is_some_and(|(d, rest)| rest.is_empty() && looks_like_date(&d))
 }
 
 /// The URI of a From, To, Contact or Route: any scheme, but a SIP one must be well formed.
@@ -1654,6 +1685,48 @@ mod tests {
                     .as_deref(),
                 Some("t")
             );
+        }
+    }
+
+    #[test]
+    fn expires_given_as_a_date_is_accepted() {
+        // RFC 2543 §6.20 allowed a date; RFC 3261 only delta-seconds.
+        tolerated(&["Expires: Thu, 01 Dec 2040 16:00:00 GMT"]);
+        tolerated(&["Expires: fri, 1 Jan 2010 16:00:00 EST"]);
+        tolerated(&[r#"Contact: <sip:alice@192.0.2.1>;expires="Thu, 01 Dec 2040 16:00:00 GMT""#]);
+        tolerated(&["Expires: 3600", "Contact: <sip:alice@192.0.2.1>;expires=0"]);
+        for start in [REQUEST, RESPONSE] {
+            for bad in ["Expires: soon", "Expires: -1", "Expires: 4294967296"] {
+                assert_eq!(
+                    validate(&message(start, &[bad])),
+                    Err("Expires out of range"),
+                    "{bad}"
+                );
+            }
+            let m = message(start, &["Contact: <sip:alice@192.0.2.1>;expires=tomorrow"]);
+            assert_eq!(validate(&m), Err("Contact expires out of range"));
+        }
+    }
+
+    #[test]
+    fn max_forwards_above_255_is_accepted() {
+        // RFC 4475 §3.1.2.4: with only Max-Forwards out of range, act as if it were absent.
+        tolerated(&["Max-Forwards: 256"]);
+        tolerated(&["Max-Forwards: 300"]);
+        tolerated(&["Max-Forwards: 100000000000000000000000000000000000000000"]);
+        tolerated(&["Max-Forwards: 0070"]);
+        for start in [REQUEST, RESPONSE] {
+            for bad in [
+                "Max-Forwards: -1",
+                "Max-Forwards: seventy",
+                "Max-Forwards: 7 0",
+            ] {
+                assert_eq!(
+                    validate(&message(start, &[bad])),
+                    Err("malformed Max-Forwards"),
+                    "{bad}"
+                );
+            }
         }
     }
 

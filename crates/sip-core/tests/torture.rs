@@ -204,7 +204,9 @@ const INVALID: &[(&str, Refused)] = &[
     ("rfc4475/badinv01.dat",   Validate("malformed Via")), // `;;,;,,` (Contact `;;;;` too)
     ("rfc4475/clerr.dat",      Parse("Content-Length larger than the datagram")),
     ("rfc4475/ncl.dat",        Parse("bad Content-Length")), // -999
-    ("rfc4475/scalar02.dat",   Validate("malformed CSeq")), // 2**65; Max-Forwards, Expires too
+    // CSeq 2**65. Its Expires and Contact expires (> 2**32) are refused too; its Max-Forwards
+    // (300) alone would be accepted, as §3.1.2.4 allows.
+    ("rfc4475/scalar02.dat",   Validate("malformed CSeq")),
     ("rfc4475/scalarlg.dat",   Validate("malformed CSeq")), // 2**73; Retry-After too
     ("rfc4475/quotbal.dat",    Validate("malformed From or To")), // unterminated quote
     ("rfc4475/ltgtruri.dat",   Parse("malformed Request-URI")), // <sip:...>
