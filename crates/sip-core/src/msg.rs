@@ -696,60 +696,33 @@ fn parse_start_line(start: &str, headers: Headers, body: Vec<u8>) -> Result<Mess
 /// The checks a UA makes before acting on a parsed message: the headers every message must
 /// have, decoded with the RFC 3261 §25 grammar, and the scalars that must fit their range.
 ///
-/// A request that fails is answered with 400 and the returned text as reason phrase; a response
-/// that fails is dropped (RFC 3261 §8.1.3.3, §8.2). It deliberately leaves to the layers above
-/// what only they can judge (unknown schemes: 416, Require: 420, Max-Forwards 0: 483, ...).
+/// A request that fails is answered with 400 and the returned text as reason phrase (RFC 3261
+/// §8.2). A response that fails is dropped only if it also fails [`check_usable`] (§8.1.3.3):
+/// one that is merely sloppy in a header the switch does not read still reaches its
+/// transaction. It deliberately leaves to the layers above what only they can judge (unknown
+/// schemes: 416, Require: 420, Max-Forwards 0: 483, ...).
+///
+/// What the switch never reads is not held against a message where RFC 4475 lets a liberal
+/// element accept it: Date in any form (§3.1.2.12), unquoted display names before `<`
+/// (§3.1.2.15), blanks inside `< >` (§3.1.2.14), Max-Forwards above 255 (§3.1.2.4), Expires
+/// given as an RFC 2543 date, one trailing `;` after parameters and an empty `tag=`.
 pub fn validate(m: &Message) -> Result<(), &'static str> {
+    check_usable(m)?;
     let h = m.headers();
-    // Parsed messages pass these two by construction; built ones might not.
-    for (n, v) in h.iter() {
-        if !is_token(n) {
-            return Err("malformed header name");
-        }
-        if v.contains(['\r', '\n']) {
-            return Err("line break inside a header value");
-        }
-    }
-    // RFC 3261 §8.1.1: without these there is no transaction or dialog to act in.
-    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        if h.get(name).is_none() {
-            return Err("missing mandatory header");
-        }
-    }
-    // A second value would make the dialog, transaction or framing ambiguous (RFC 4475 §3.3.8,
-    // §3.3.9).
-    for name in [
-        "From",
-        "To",
-        "Call-ID",
-        "CSeq",
-        "Max-Forwards",
-        "Content-Length",
-        "Content-Type",
-        "Expires",
-    ] {
+    // Not needed to act, but a second value would still be ambiguous (RFC 4475 §3.3.8).
+    for name in ["Max-Forwards", "Content-Type", "Expires"] {
         if h.get_all(name).len() > 1 {
             return Err("single-valued header repeated");
         }
     }
-    let call_id = h.get("Call-ID").unwrap_or_default();
-    if call_id.is_empty() || !call_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("malformed Call-ID");
-    }
-    let cseq = h
-        .get("CSeq")
-        .and_then(CSeq::parse)
-        .filter(|c| is_token(&c.method))
-        .ok_or("malformed CSeq")?;
+    // Every Via, not only the top one a response is matched by: a request's are echoed back.
     for v in h.get_all("Via") {
         Via::parse(v).ok_or("malformed Via")?;
     }
     for name in ["From", "To"] {
-        let addr = h
-            .get(name)
-            .and_then(NameAddr::parse)
-            .ok_or("malformed From or To")?;
-        check_addr_uri(&addr.uri)?;
+        if let Some(addr) = h.get(name).and_then(NameAddr::parse) {
+            check_addr_uri(&addr.uri)?;
+        }
     }
     for name in ["Contact", "Route", "Record-Route"] {
         for v in h.get_all(name) {
@@ -791,32 +764,94 @@ pub fn validate(m: &Message) -> Result<(), &'static str> {
         let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
         parse_decimal(&v[..end], u32::MAX.into()).ok_or("Retry-After out of range")?;
     }
+    // Date is not checked: nothing in the switch reads it, and RFC 4475 §3.1.2.12 says an element
+    // should not reject a non-GMT one "unless the contents of the Date header field were actually
+    // important to its processing". PBXs send local time zones and single-digit days.
+    if let Message::Request(r) = m {
+        if !is_token(&r.method) {
+            return Err("malformed method");
+        }
+        // Case-sensitive, as methods are (RFC 3261 §7.1, RFC 4475 §3.1.2.17, §3.1.2.18).
+        let cseq = r.cseq().ok_or("malformed CSeq")?;
+        if cseq.method != r.method {
+            return Err("CSeq method does not match the request");
+        }
+        check_request_uri(&r.uri)?;
+    }
+    Ok(())
+}
+
+/// What the switch cannot act on a message without; the first part of [`validate`], so a
+/// message that passes `validate` passes this.
+///
+/// A response that fails `validate` but passes this is handed to its transaction all the same:
+/// the transaction layer reads the top Via's branch and the CSeq, calls and dialogs read
+/// Call-ID, the From and To tags, the body framed by Content-Length and, from a 2xx to an
+/// INVITE, the remote target (the first Contact) and the route set (Record-Route). Dropping a
+/// response over any other header would lose the call for a field nobody reads; a response
+/// failing this one could only be matched or acted on wrongly.
+pub fn check_usable(m: &Message) -> Result<(), &'static str> {
+    let h = m.headers();
+    // Parsed messages pass these two by construction; built ones might not.
+    for (n, v) in h.iter() {
+        if !is_token(n) {
+            return Err("malformed header name");
+        }
+        if v.contains(['\r', '\n']) {
+            return Err("line break inside a header value");
+        }
+    }
+    // RFC 3261 §8.1.1: without these there is no transaction or dialog to act in.
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        if h.get(name).is_none() {
+            return Err("missing mandatory header");
+        }
+    }
+    // A second value would make the dialog, transaction or framing ambiguous (RFC 4475 §3.3.8,
+    // §3.3.9).
+    for name in ["From", "To", "Call-ID", "CSeq", "Content-Length"] {
+        if h.get_all(name).len() > 1 {
+            return Err("single-valued header repeated");
+        }
+    }
+    let call_id = h.get("Call-ID").unwrap_or_default();
+    if call_id.is_empty() || !call_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("malformed Call-ID");
+    }
+    let cseq = h
+        .get("CSeq")
+        .and_then(CSeq::parse)
+        .filter(|c| is_token(&c.method))
+        .ok_or("malformed CSeq")?;
+    h.get("Via").and_then(Via::parse).ok_or("malformed Via")?;
+    for name in ["From", "To"] {
+        h.get(name)
+            .and_then(NameAddr::parse)
+            .ok_or("malformed From or To")?;
+    }
     if let Some(v) = h.get("Content-Length") {
         let n = parse_decimal(v, u64::MAX).ok_or("bad Content-Length")?;
         if n != m.body().len() as u64 {
             return Err("Content-Length does not match the body");
         }
     }
-    // Date is not checked: nothing in the switch reads it, and RFC 4475 §3.1.2.12 says an element
-    // should not reject a non-GMT one "unless the contents of the Date header field were actually
-    // important to its processing". PBXs send local time zones and single-digit days.
-    match m {
-        Message::Request(r) => {
-            if !is_token(&r.method) {
-                return Err("malformed method");
-            }
-            // Case-sensitive, as methods are (RFC 3261 §7.1, RFC 4475 §3.1.2.17, §3.1.2.18).
-            if cseq.method != r.method {
-                return Err("CSeq method does not match the request");
-            }
-            check_request_uri(&r.uri)?;
+    if let Message::Response(r) = m {
+        if !(100..=699).contains(&r.code) {
+            return Err("status code out of range");
         }
-        Message::Response(r) => {
-            if !(100..=699).contains(&r.code) {
-                return Err("status code out of range");
+        if r.reason.contains(['\r', '\n']) {
+            return Err("line break inside the reason phrase");
+        }
+        // A 2xx to INVITE makes the dialog: in-dialog requests go to its Contact, through its
+        // Record-Route (RFC 3261 §12.1.2). Guessing either would send the ACK and BYE astray.
+        if (200..300).contains(&r.code) && cseq.method == "INVITE" {
+            if let Some(v) = h.get("Contact") {
+                let addr = NameAddr::parse(v).ok_or("malformed Contact, Route or Record-Route")?;
+                check_addr_uri(&addr.uri)?;
             }
-            if r.reason.contains(['\r', '\n']) {
-                return Err("line break inside the reason phrase");
+            for v in h.get_all("Record-Route") {
+                let addr = NameAddr::parse(v).ok_or("malformed Contact, Route or Record-Route")?;
+                check_addr_uri(&addr.uri)?;
             }
         }
     }
@@ -1727,6 +1762,66 @@ mod tests {
                     "{bad}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_response_sloppy_where_the_switch_does_not_read_is_usable() {
+        for lines in [
+            &["Expires: soon"][..],
+            &["Max-Forwards: x"],
+            &["Retry-After: 99999999999999999999"],
+            &["From: <sip:@example.com>;tag=1"],
+            &["Route: garbage"],
+            // Only the top Via matches a response to its transaction.
+            &["Via: SIP/2.0/UDP host.example.com;branch=z9hG4bK1, SIP/2.0/UDP 192.0.2.15;;"],
+            // Contact and Record-Route matter in a 2xx to INVITE only.
+            &["Contact: <sip:a b@example.com>", "Record-Route: garbage"],
+        ] {
+            let m = message(RESPONSE, lines);
+            assert!(validate(&m).is_err(), "{lines:?}");
+            assert_eq!(check_usable(&m), Ok(()), "{lines:?}");
+        }
+        let m = message(
+            "SIP/2.0 180 Ringing",
+            &["CSeq: 1 INVITE", "Contact: <sip:a b@example.com>"],
+        );
+        assert_eq!(check_usable(&m), Ok(()));
+    }
+
+    #[test]
+    fn a_response_without_what_the_switch_reads_is_unusable() {
+        for (lines, why) in [
+            (
+                &["Via: SIP/2.0/UDP host.example.com;;branch=z9hG4bK1"][..],
+                "malformed Via",
+            ),
+            (&["CSeq: one OPTIONS"], "malformed CSeq"),
+            (&["Call-ID: "], "malformed Call-ID"),
+            (
+                &[r#"To: "Bob <sip:bob@example.com>;tag=2"#],
+                "malformed From or To",
+            ),
+            (
+                &["From: <sip:alice@example.com>;tag=1;;"],
+                "malformed From or To",
+            ),
+            (
+                &["CSeq: 1 INVITE", "Contact: <sip:a b@example.com>"],
+                "malformed Contact, Route or Record-Route",
+            ),
+            (
+                &[
+                    "CSeq: 1 INVITE",
+                    "Contact: <sip:b@192.0.2.2>",
+                    "Record-Route: garbage",
+                ],
+                "URI without a scheme",
+            ),
+        ] {
+            let m = message(RESPONSE, lines);
+            assert_eq!(check_usable(&m), Err(why), "{lines:?}");
+            assert_eq!(validate(&m), Err(why), "{lines:?}");
         }
     }
 

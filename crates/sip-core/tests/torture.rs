@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use sip_core::msg::{
-    parse, validate, CSeq, Framing, Message, NameAddr, ParseError, MAX_HEADERS, MAX_HEADER_LEN,
-    MAX_MESSAGE_LEN,
+    check_usable, parse, validate, CSeq, Framing, Message, NameAddr, ParseError, MAX_HEADERS,
+    MAX_HEADER_LEN, MAX_MESSAGE_LEN,
 };
 
 const VECTORS: &str = concat!(
@@ -278,6 +278,25 @@ fn display_name_with_non_token_characters_is_tolerated() {
     let to = NameAddr::parse(m.headers().get("To").unwrap()).unwrap();
     assert_eq!(to.display.as_deref(), Some("Watson, Thomas"));
     assert_eq!(to.tag(), None);
+}
+
+/// `check_usable` is the first part of `validate`: whatever passes `validate` passes it. Of the
+/// responses `validate` refuses, the switch still drops scalarlg.dat (RFC 4475 §3.1.2.5: "An
+/// element receiving this response will simply discard it"): its CSeq does not fit 32 bits, so
+/// it matches no transaction.
+#[test]
+fn usable_is_the_part_of_validate_a_response_cannot_do_without() {
+    let Some(dir) = dir() else { return };
+    for v in vectors(&dir) {
+        let Ok(m) = parse_datagram(&v) else { continue };
+        if validate(&m).is_ok() {
+            assert_eq!(check_usable(&m), Ok(()), "{}", v.file);
+        }
+    }
+    let bytes = std::fs::read(dir.join("rfc4475/scalarlg.dat")).unwrap();
+    let (m, _) = parse(&bytes, Framing::Datagram).unwrap();
+    assert!(matches!(m, Message::Response(_)));
+    assert_eq!(check_usable(&m), Err("malformed CSeq"));
 }
 
 /// RFC 4475 §3.2–3.3: what `validate` says, and what the layer above must then do.
