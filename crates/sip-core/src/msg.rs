@@ -1297,7 +1297,11 @@ impl NameAddr {
     /// The tag, if it has one. An empty `tag=` (or a bare `;tag`) counts as none: a sloppy UA's
     /// way of writing "no tag yet", which must not match or start a dialog with an empty tag.
     pub fn tag(&self) -> Option<&str> {
-        self.params.get("tag").filter(|t| !t.is_empty())
+        self.params
+            .0
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("tag"))
+            .find_map(|(_, v)| v.as_deref().filter(|t| !t.is_empty()))
     }
 }
 
@@ -1496,6 +1500,7 @@ mod tests {
             ("<sip:a@b>;tag=;", None),
             ("<sip:a@b>;tag = ;x=1", None),
             ("<sip:a@b>;tag", None),
+            ("<sip:a@b>;tag=;tag=y", Some("y")),
         ] {
             let n = NameAddr::parse(value).unwrap_or_else(|| panic!("{value}"));
             assert_eq!(n.tag(), tag, "{value}");
