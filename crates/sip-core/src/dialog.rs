@@ -113,7 +113,7 @@ impl Dialog {
         let to = invite.headers.get("To").unwrap_or_default();
         Dialog {
             call_id: invite.call_id().unwrap_or_default().to_string(),
-            local: format!("{to};tag={local_tag}"),
+            local: crate::msg::add_tag(to, local_tag),
             remote: invite.headers.get("From").unwrap_or_default().to_string(),
             local_seq: rand::thread_rng().gen_range(1..10_000),
             remote_seq: invite.cseq().map(|c| c.seq),

@@ -97,6 +97,9 @@ enum Command {
 pub struct SipStats {
     pub received: AtomicU64,
     pub sent: AtomicU64,
+    /// Input that could not be framed, and messages that failed `msg::validate`: requests
+    /// answered 400, responses dropped as unusable, and sloppy responses that were still passed
+    /// on to their transaction (see `Driver::incoming`).
     pub malformed: AtomicU64,
     pub transactions: AtomicU64,
 }
@@ -456,19 +459,42 @@ impl Driver {
         }
     }
 
+    /// A request that fails `msg::validate` is answered 400 (RFC 3261 §8.2). A response is an
+    /// answer to something we sent, and dropping it loses the call: it is dropped only when
+    /// `msg::check_usable` says the switch could not act on it (no top Via, CSeq, Call-ID or
+    /// readable From/To, or a 2xx to INVITE without a usable Contact or Record-Route). One that is
+    /// sloppy in a header the switch does not read reaches its transaction. Both are counted as
+    /// malformed.
     fn incoming(&mut self, now: Instant, peer: Peer, m: Message) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         if let Err(why) = msg::validate(&m) {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(from = %peer.addr, why, "malformed SIP message");
-            if let Message::Request(r) = &m {
-                if r.method != "ACK" && r.top_via().is_some() {
-                    let mut resp = transaction::response_to(r, 400, None);
-                    resp.reason = format!("Bad Request ({why})");
-                    self.layer.send_stateless(peer, &Message::Response(resp));
+            match &m {
+                Message::Request(r) => {
+                    tracing::debug!(from = %peer.addr, why, "malformed SIP request");
+                    if r.method != "ACK" && r.top_via().is_some() {
+                        let mut resp = transaction::response_to(r, 400, None);
+                        resp.reason = format!("Bad Request ({why})");
+                        self.layer.send_stateless(peer, &Message::Response(resp));
+                    }
+                    return;
+                }
+                Message::Response(_) => {
+                    if let Err(unusable) = msg::check_usable(&m) {
+                        tracing::debug!(
+                            from = %peer.addr,
+                            why = unusable,
+                            "dropped a SIP response it cannot act on"
+                        );
+                        return;
+                    }
+                    tracing::debug!(
+                        from = %peer.addr,
+                        why,
+                        "malformed SIP response passed on: what the switch reads is usable"
+                    );
                 }
             }
-            return;
         }
         self.layer.handle_message(now, peer, m);
     }

@@ -696,10 +696,101 @@ fn parse_start_line(start: &str, headers: Headers, body: Vec<u8>) -> Result<Mess
 /// The checks a UA makes before acting on a parsed message: the headers every message must
 /// have, decoded with the RFC 3261 §25 grammar, and the scalars that must fit their range.
 ///
-/// A request that fails is answered with 400 and the returned text as reason phrase; a response
-/// that fails is dropped (RFC 3261 §8.1.3.3, §8.2). It deliberately leaves to the layers above
-/// what only they can judge (unknown schemes: 416, Require: 420, Max-Forwards 0: 483, ...).
+/// A request that fails is answered with 400 and the returned text as reason phrase (RFC 3261
+/// §8.2). A response that fails is dropped only if it also fails [`check_usable`] (§8.1.3.3):
+/// one that is merely sloppy in a header the switch does not read still reaches its
+/// transaction. It deliberately leaves to the layers above what only they can judge (unknown
+/// schemes: 416, Require: 420, Max-Forwards 0: 483, ...).
+///
+/// What the switch never reads is not held against a message where RFC 4475 lets a liberal
+/// element accept it: Date in any form (§3.1.2.12), unquoted display names before `<`
+/// (§3.1.2.15), blanks inside `< >` (§3.1.2.14), Max-Forwards above 255 (§3.1.2.4), Expires
+/// given as an RFC 2543 date, one trailing `;` after parameters and an empty `tag=`.
 pub fn validate(m: &Message) -> Result<(), &'static str> {
+    check_usable(m)?;
+    let h = m.headers();
+    // Not needed to act, but a second value would still be ambiguous (RFC 4475 §3.3.8).
+    for name in ["Max-Forwards", "Content-Type", "Expires"] {
+        if h.get_all(name).len() > 1 {
+            return Err("single-valued header repeated");
+        }
+    }
+    // Every Via, not only the top one a response is matched by: a request's are echoed back.
+    for v in h.get_all("Via") {
+        Via::parse(v).ok_or("malformed Via")?;
+    }
+    for name in ["From", "To"] {
+        if let Some(addr) = h.get(name).and_then(NameAddr::parse) {
+            check_addr_uri(&addr.uri)?;
+        }
+    }
+    for name in ["Contact", "Route", "Record-Route"] {
+        for v in h.get_all(name) {
+            // REGISTER's "remove every binding" (RFC 3261 §10.2.2).
+            if name == "Contact" && v == "*" {
+                continue;
+            }
+            let addr = NameAddr::parse(v).ok_or("malformed Contact, Route or Record-Route")?;
+            check_addr_uri(&addr.uri)?;
+            if let Some(e) = addr.params.get("expires") {
+                if !is_expires(e) {
+                    return Err("Contact expires out of range");
+                }
+            }
+        }
+    }
+    // Scalars beyond their range (RFC 4475 §3.1.2.4, §3.1.2.5): acting on a wrapped or clamped
+    // value would be acting on a number the sender never sent.
+    //
+    // Max-Forwards is the exception: the switch is an endpoint, never forwards a request and
+    // never reads it, and RFC 4475 §3.1.2.4 says that with only Max-Forwards out of range "the
+    // element could choose to process the request as if the field were absent". Any number is
+    // accepted (a reader would clamp it to 255); one that is not a number is still refused.
+    if let Some(v) = h.get("Max-Forwards") {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("malformed Max-Forwards");
+        }
+    }
+    if let Some(v) = h.get("Expires") {
+        if !is_expires(v) {
+            return Err("Expires out of range");
+        }
+    }
+    if let Some(v) = h.get("Min-Expires") {
+        parse_decimal(v, u32::MAX.into()).ok_or("Expires out of range")?;
+    }
+    if let Some(v) = h.get("Retry-After") {
+        // delta-seconds [ comment ] *( SEMI retry-param ): only the number is ours to check.
+        let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+        parse_decimal(&v[..end], u32::MAX.into()).ok_or("Retry-After out of range")?;
+    }
+    // Date is not checked: nothing in the switch reads it, and RFC 4475 §3.1.2.12 says an element
+    // should not reject a non-GMT one "unless the contents of the Date header field were actually
+    // important to its processing". PBXs send local time zones and single-digit days.
+    if let Message::Request(r) = m {
+        if !is_token(&r.method) {
+            return Err("malformed method");
+        }
+        // Case-sensitive, as methods are (RFC 3261 §7.1, RFC 4475 §3.1.2.17, §3.1.2.18).
+        let cseq = r.cseq().ok_or("malformed CSeq")?;
+        if cseq.method != r.method {
+            return Err("CSeq method does not match the request");
+        }
+        check_request_uri(&r.uri)?;
+    }
+    Ok(())
+}
+
+/// What the switch cannot act on a message without; the first part of [`validate`], so a
+/// message that passes `validate` passes this.
+///
+/// A response that fails `validate` but passes this is handed to its transaction all the same:
+/// the transaction layer reads the top Via's branch and the CSeq, calls and dialogs read
+/// Call-ID, the From and To tags, the body framed by Content-Length and, from a 2xx to an
+/// INVITE, the remote target (the first Contact) and the route set (Record-Route). Dropping a
+/// response over any other header would lose the call for a field nobody reads; a response
+/// failing this one could only be matched or acted on wrongly.
+pub fn check_usable(m: &Message) -> Result<(), &'static str> {
     let h = m.headers();
     // Parsed messages pass these two by construction; built ones might not.
     for (n, v) in h.iter() {
@@ -718,16 +809,7 @@ pub fn validate(m: &Message) -> Result<(), &'static str> {
     }
     // A second value would make the dialog, transaction or framing ambiguous (RFC 4475 §3.3.8,
     // §3.3.9).
-    for name in [
-        "From",
-        "To",
-        "Call-ID",
-        "CSeq",
-        "Max-Forwards",
-        "Content-Length",
-        "Content-Type",
-        "Expires",
-    ] {
+    for name in ["From", "To", "Call-ID", "CSeq", "Content-Length"] {
         if h.get_all(name).len() > 1 {
             return Err("single-valued header repeated");
         }
@@ -741,43 +823,11 @@ pub fn validate(m: &Message) -> Result<(), &'static str> {
         .and_then(CSeq::parse)
         .filter(|c| is_token(&c.method))
         .ok_or("malformed CSeq")?;
-    for v in h.get_all("Via") {
-        Via::parse(v).ok_or("malformed Via")?;
-    }
+    h.get("Via").and_then(Via::parse).ok_or("malformed Via")?;
     for name in ["From", "To"] {
-        let addr = h
-            .get(name)
+        h.get(name)
             .and_then(NameAddr::parse)
             .ok_or("malformed From or To")?;
-        check_addr_uri(&addr.uri)?;
-    }
-    for name in ["Contact", "Route", "Record-Route"] {
-        for v in h.get_all(name) {
-            // REGISTER's "remove every binding" (RFC 3261 §10.2.2).
-            if name == "Contact" && v == "*" {
-                continue;
-            }
-            let addr = NameAddr::parse(v).ok_or("malformed Contact, Route or Record-Route")?;
-            check_addr_uri(&addr.uri)?;
-            if let Some(e) = addr.params.get("expires") {
-                parse_decimal(e, u32::MAX.into()).ok_or("Contact expires out of range")?;
-            }
-        }
-    }
-    // Scalars beyond their range (RFC 4475 §3.1.2.4, §3.1.2.5): acting on a wrapped or clamped
-    // value would be acting on a number the sender never sent.
-    if let Some(v) = h.get("Max-Forwards") {
-        parse_decimal(v, 255).ok_or("Max-Forwards out of range")?;
-    }
-    for name in ["Expires", "Min-Expires"] {
-        if let Some(v) = h.get(name) {
-            parse_decimal(v, u32::MAX.into()).ok_or("Expires out of range")?;
-        }
-    }
-    if let Some(v) = h.get("Retry-After") {
-        // delta-seconds [ comment ] *( SEMI retry-param ): only the number is ours to check.
-        let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-        parse_decimal(&v[..end], u32::MAX.into()).ok_or("Retry-After out of range")?;
     }
     if let Some(v) = h.get("Content-Length") {
         let n = parse_decimal(v, u64::MAX).ok_or("bad Content-Length")?;
@@ -785,34 +835,46 @@ pub fn validate(m: &Message) -> Result<(), &'static str> {
             return Err("Content-Length does not match the body");
         }
     }
-    // RFC 4475 §3.1.2.12 allows ignoring a bad Date instead; we refuse it so that nothing above
-    // ever has to cope with a non-GMT one (a registrar echoes Date in its 200).
-    if let Some(v) = h.get("Date") {
-        if !is_sip_date(v) {
-            return Err("malformed Date");
+    if let Message::Response(r) = m {
+        if !(100..=699).contains(&r.code) {
+            return Err("status code out of range");
         }
-    }
-    match m {
-        Message::Request(r) => {
-            if !is_token(&r.method) {
-                return Err("malformed method");
-            }
-            // Case-sensitive, as methods are (RFC 3261 §7.1, RFC 4475 §3.1.2.17, §3.1.2.18).
-            if cseq.method != r.method {
-                return Err("CSeq method does not match the request");
-            }
-            check_request_uri(&r.uri)?;
+        if r.reason.contains(['\r', '\n']) {
+            return Err("line break inside the reason phrase");
         }
-        Message::Response(r) => {
-            if !(100..=699).contains(&r.code) {
-                return Err("status code out of range");
+        // A 2xx to INVITE makes the dialog: in-dialog requests go to its Contact, through its
+        // Record-Route (RFC 3261 §12.1.2). Guessing either would send the ACK and BYE astray.
+        if (200..300).contains(&r.code) && cseq.method == "INVITE" {
+            if let Some(v) = h.get("Contact") {
+                let addr = NameAddr::parse(v).ok_or("malformed Contact, Route or Record-Route")?;
+                check_addr_uri(&addr.uri)?;
             }
-            if r.reason.contains(['\r', '\n']) {
-                return Err("line break inside the reason phrase");
+            for v in h.get_all("Record-Route") {
+                let addr = NameAddr::parse(v).ok_or("malformed Contact, Route or Record-Route")?;
+                check_addr_uri(&addr.uri)?;
             }
         }
     }
     Ok(())
+}
+
+/// An Expires header or a Contact `expires` parameter: delta-seconds that fit 32 bits, or the
+/// date RFC 2543 §6.20 also allowed there (`Thu, 01 Dec 1994 16:00:00 GMT`, quoted in a
+/// parameter). Old registrars and PBXs still send the date. Nothing in the switch can use it
+/// (the gateway's REGISTER reads a number and keeps the interval it asked for otherwise), so
+/// only its shape is checked, loosely: a day name, a comma and a time.
+fn is_expires(v: &str) -> bool {
+    const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
+    let looks_like_date = |d: &str| {
+        let b = d.as_bytes();
+        b.len() > 4
+            && b[3] == b','
+            && DAYS.iter().any(|day| b[..3].eq_ignore_ascii_case(day))
+            && d.contains(':')
+    };
+    parse_decimal(v, u32::MAX.into()).is_some()
+        || looks_like_date(v)
+        || take_quoted(v).is_some_and(|(d, rest)| rest.is_empty() && looks_like_date(&d))
 }
 
 /// The URI of a From, To, Contact or Route: any scheme, but a SIP one must be well formed.
@@ -844,32 +906,6 @@ fn check_request_uri(uri: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `rfc1123-date` as RFC 3261 §20.17 restricts it: always GMT (RFC 4475 §3.1.2.12).
-fn is_sip_date(s: &str) -> bool {
-    const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
-    const MONTHS: [&[u8]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
-    let b = s.as_bytes();
-    let digits = |from: usize, to: usize| b[from..to].iter().all(u8::is_ascii_digit);
-    b.len() == 29
-        && DAYS.contains(&&b[0..3])
-        && &b[3..5] == b", "
-        && digits(5, 7)
-        && b[7] == b' '
-        && MONTHS.contains(&&b[8..11])
-        && b[11] == b' '
-        && digits(12, 16)
-        && b[16] == b' '
-        && digits(17, 19)
-        && b[19] == b':'
-        && digits(20, 22)
-        && b[22] == b':'
-        && digits(23, 25)
-        && &b[25..] == b" GMT"
-}
-
 /// `;name=value;flag` parameters, names lower-cased for lookup (RFC 3261 §7.3.1).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Params(pub Vec<(String, Option<String>)>);
@@ -894,10 +930,24 @@ impl Params {
         Params(out)
     }
 
+    /// Header parameters, `s` being what follows the first `;` of a name-addr or Via value.
+    ///
+    /// One trailing `;` (`<sip:a@b>;tag=x;`, `SIP/2.0/UDP h;branch=z9hG4bKx;`) is let through:
+    /// stacks that build parameter lists by appending `;name=value` send it, and it hides
+    /// nothing. An empty element anywhere else (`;;`) is still refused (RFC 4475 §3.1.2.1), and
+    /// so is an empty value, except for the parameters named in `empty_ok`.
+    fn parse_header(s: &str, empty_ok: &[&str]) -> Option<Params> {
+        let s = s.trim_end_matches(WS);
+        if s.is_empty() {
+            return Some(Params::default());
+        }
+        Self::parse_strict(s.strip_suffix(';').unwrap_or(s), empty_ok)
+    }
+
     /// Header parameters: `SEMI` may be surrounded by LWS, but every element needs a token name
     /// and a value that is a token, a host or a complete quoted string. `;;` fails
-    /// (RFC 4475 §3.1.2.1).
-    fn parse_strict(s: &str) -> Option<Params> {
+    /// (RFC 4475 §3.1.2.1). A parameter named in `empty_ok` may have an empty value.
+    fn parse_strict(s: &str, empty_ok: &[&str]) -> Option<Params> {
         let mut out = Vec::new();
         for p in split_outside_quotes(s, ';') {
             let p = p.trim_matches(WS);
@@ -911,8 +961,10 @@ impl Params {
             if let Some(v) = value {
                 let ok = if v.starts_with('"') {
                     take_quoted(v).is_some_and(|(_, rest)| rest.is_empty())
+                } else if v.is_empty() {
+                    empty_ok.iter().any(|n| n.eq_ignore_ascii_case(name))
                 } else {
-                    !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || "\"<>".contains(c))
+                    !v.contains(|c: char| c.is_whitespace() || "\"<>".contains(c))
                 };
                 if !ok {
                     return None;
@@ -997,7 +1049,8 @@ impl Via {
             return None;
         }
         let (sent_by, params) = match rest.split_once(';') {
-            Some((h, p)) => (h, Params::parse_strict(p)?),
+            // An empty branch is refused: it would match every other empty branch.
+            Some((h, p)) => (h, Params::parse_header(p, &[])?),
             None => (rest, Params::default()),
         };
         let (host, port) = split_host_port(sent_by)?;
@@ -1170,6 +1223,9 @@ impl std::fmt::Display for Uri {
     }
 }
 
+/// Header parameters of a name-addr that may be given empty: `tag=` is read as no tag.
+const NAME_ADDR_EMPTY_OK: &[&str] = &["tag"];
+
 /// `"Display" <uri>;tag=x` or a bare `uri;tag=x` (From, To, Contact, Route, Refer-To).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameAddr {
@@ -1182,26 +1238,26 @@ pub struct NameAddr {
 impl NameAddr {
     pub fn parse(s: &str) -> Option<NameAddr> {
         let s = s.trim_matches(WS);
-        let (display, rest) = if s.starts_with('"') {
-            let (d, rest) = take_quoted(s)?;
-            (Some(d), rest.trim_start_matches(WS))
-        } else if let Some(lt) = find_unquoted(s, '<') {
-            let d = s[..lt].trim_matches(WS);
-            // Unquoted, a display name is *(token LWS): "Bell, Alexander" is not one
-            // (RFC 4475 §3.1.2.15). Non-ASCII is let through: a Latin-1 name from a sloppy PBX
-            // should not cost the call.
-            let display_ok = d
-                .chars()
-                .all(|c| c == ' ' || c == '\t' || !c.is_ascii() || is_token_char(c as u8));
-            if !display_ok {
-                return None;
-            }
-            (Some(d.to_string()), &s[lt..])
-        } else {
+        let Some(lt) = find_unquoted(s, '<') else {
             return Self::parse_addr_spec(s);
         };
+        let d = s[..lt].trim_matches(WS);
+        // A display name is a quoted-string or *(token LWS) (RFC 3261 §25.1), but PBXs send
+        // `Bell, Alexander`, `John (Office)` or `j@x` unquoted. With the address in brackets
+        // nothing is ambiguous, so everything before the first unquoted '<' is the name: RFC 4475
+        // §3.1.2.15 lets a liberal element "infer the missing quotes", as long as it does not
+        // propagate the error, and the switch never copies a display name into another leg.
+        // An unterminated quote still fails: its '<' is inside the quotes (§3.1.2.6).
+        let display = match take_quoted(d) {
+            Some((quoted, after)) if after.trim_matches(WS).is_empty() => quoted,
+            _ => d.to_string(),
+        };
+        let rest = &s[lt..];
         let (uri, rest) = rest.strip_prefix('<')?.split_once('>')?;
-        // LAQUOT and RAQUOT allow blanks outside the brackets only (RFC 4475 §3.1.2.14).
+        // LAQUOT and RAQUOT allow blanks outside the brackets only, but `< sip:a@b >` is
+        // unambiguous and RFC 4475 §3.1.2.14 lets a liberal element "ignore the spaces". Blanks
+        // inside the URI itself are still refused.
+        let uri = uri.trim_matches(WS);
         if uri.is_empty() || uri.contains(char::is_whitespace) {
             return None;
         }
@@ -1209,10 +1265,10 @@ impl NameAddr {
         let params = if rest.is_empty() {
             Params::default()
         } else {
-            Params::parse_strict(rest.strip_prefix(';')?)?
+            Params::parse_header(rest.strip_prefix(';')?, NAME_ADDR_EMPTY_OK)?
         };
         Some(NameAddr {
-            display: display.filter(|d| !d.is_empty()),
+            display: Some(display).filter(|d| !d.is_empty()),
             uri: uri.to_string(),
             params,
         })
@@ -1222,7 +1278,10 @@ impl NameAddr {
     /// ';' must have come in brackets (RFC 3261 §20, RFC 4475 §3.1.2.13).
     fn parse_addr_spec(s: &str) -> Option<NameAddr> {
         let (uri, params) = match s.split_once(';') {
-            Some((u, p)) => (u.trim_end_matches(WS), Params::parse_strict(p)?),
+            Some((u, p)) => (
+                u.trim_end_matches(WS),
+                Params::parse_header(p, NAME_ADDR_EMPTY_OK)?,
+            ),
             None => (s, Params::default()),
         };
         if uri.is_empty() || uri.contains(|c: char| c.is_whitespace() || ",?<>\"".contains(c)) {
@@ -1235,9 +1294,46 @@ impl NameAddr {
         })
     }
 
+    /// The tag, if it has one. An empty `tag=` (or a bare `;tag`) counts as none: a sloppy UA's
+    /// way of writing "no tag yet", which must not match or start a dialog with an empty tag.
     pub fn tag(&self) -> Option<&str> {
-        self.params.get("tag")
+        self.params
+            .0
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("tag"))
+            .find_map(|(_, v)| v.as_deref().filter(|t| !t.is_empty()))
     }
+}
+
+/// `value`, a From or To that has no tag, with `;tag=` and `tag` added (RFC 3261 §8.2.6.2,
+/// §12.1.1). What a sloppy peer left where the tag goes is dropped first, so that what we send
+/// parses: a trailing `;` (appending would make `;;`) and an empty `tag=` (appending would make
+/// a second tag). Other parameters are kept, blanks around them trimmed.
+pub fn add_tag(value: &str, tag: &str) -> String {
+    let value = value.trim_matches(WS);
+    // Header parameters start after the '>' of a name-addr, or at the first ';' of an addr-spec.
+    let start = match find_unquoted(value, '<') {
+        Some(lt) => value[lt..].find('>').map(|gt| lt + gt + 1),
+        None => value.find(';'),
+    }
+    .unwrap_or(value.len());
+    let (head, params) = value.split_at(start);
+    let mut out = head.to_string();
+    let mut parts = split_outside_quotes(params, ';').into_iter();
+    // Whatever precedes the first ';' (blanks, in anything that parsed) stays as it was.
+    out.push_str(parts.next().unwrap_or_default().trim_end_matches(WS));
+    for p in parts.map(|p| p.trim_matches(WS)) {
+        let empty_tag = p.split_once('=').is_some_and(|(n, v)| {
+            n.trim_matches(WS).eq_ignore_ascii_case("tag") && v.trim_matches(WS).is_empty()
+        });
+        if p.is_empty() || empty_tag || p.eq_ignore_ascii_case("tag") {
+            continue;
+        }
+        out.push(';');
+        out.push_str(p);
+    }
+    let _ = write!(out, ";tag={tag}");
+    out
 }
 
 fn find_unquoted(s: &str, c: char) -> Option<usize> {
@@ -1341,8 +1437,18 @@ mod tests {
             Via::parse("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKa")
                 .unwrap();
         assert_eq!(v.params.get("received"), Some("[2001:db8::9:255]"));
+        // One trailing ';' is let through, with or without parameters before it.
+        let v = Via::parse("SIP/2.0/UDP h:5060;branch=z9hG4bKx;rport; ").unwrap();
+        assert_eq!(v.branch(), Some("z9hG4bKx"));
+        assert!(v.params.has("rport"));
+        assert_eq!(
+            Via::parse("SIP/2.0/UDP h;").unwrap().params,
+            Params::default()
+        );
         for bad in [
             "SIP/2.0/UDP 192.0.2.15;;",
+            "SIP/2.0/UDP h;branch=z9hG4bKx;;",
+            "SIP/2.0/UDP h;;branch=z9hG4bKx",
             ";",
             "SIP/7.0/UDP h",
             "SIP/2.0/UDP",
@@ -1363,15 +1469,63 @@ mod tests {
         assert_eq!(n.tag(), Some("98asjd8"));
         let n = NameAddr::parse("caller<sip:caller@example.com>;tag=323").unwrap();
         assert_eq!(n.display.as_deref(), Some("caller"));
+        // Unquoted non-token characters: the name is everything before '<' (RFC 4475 §3.1.2.15).
+        for (value, display) in [
+            (
+                "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+                "Bell, Alexander",
+            ),
+            (
+                "John (Office) <sip:john@example.com>;tag=43",
+                "John (Office)",
+            ),
+            ("j@x <sip:j@example.com>;tag=43", "j@x"),
+            ("Dr. No; Esq. <sip:no@example.com>;tag=43", "Dr. No; Esq."),
+            (
+                r#""Bob" Smith <sip:bob@example.com>;tag=43"#,
+                r#""Bob" Smith"#,
+            ),
+        ] {
+            let n = NameAddr::parse(value).unwrap_or_else(|| panic!("{value}"));
+            assert_eq!(n.display.as_deref(), Some(display), "{value}");
+            assert_eq!(n.tag(), Some("43"), "{value}");
+        }
+        // One trailing ';' is let through; an empty tag is no tag.
+        for (value, tag) in [
+            ("<sip:a@b>;tag=x;", Some("x")),
+            ("<sip:a@b> ; tag=x ; ", Some("x")),
+            ("<sip:a@b>;", None),
+            ("sip:a@b;tag=x;", Some("x")),
+            ("<sip:a@b>;tag=", None),
+            ("<sip:a@b>;tag=;", None),
+            ("<sip:a@b>;tag = ;x=1", None),
+            ("<sip:a@b>;tag", None),
+            ("<sip:a@b>;tag=;tag=y", Some("y")),
+        ] {
+            let n = NameAddr::parse(value).unwrap_or_else(|| panic!("{value}"));
+            assert_eq!(n.tag(), tag, "{value}");
+        }
+        // Blanks just inside the brackets are dropped (RFC 4475 §3.1.2.14).
+        let n = NameAddr::parse(r#""Watson, Thomas" < sip:t.watson@example.org >;tag=9"#).unwrap();
+        assert_eq!(n.display.as_deref(), Some("Watson, Thomas"));
+        assert_eq!(n.uri, "sip:t.watson@example.org");
+        assert_eq!(n.tag(), Some("9"));
+        assert_eq!(NameAddr::parse("<\tsip:a@b  >").unwrap().uri, "sip:a@b");
         let n = NameAddr::parse("sip:u@example.com ;   tag    = 1918181833n").unwrap();
         assert_eq!(n.uri, "sip:u@example.com");
         assert_eq!(n.tag(), Some("1918181833n"));
         for bad in [
             r#""Mr. J. User <sip:j.user@example.com>"#,
-            "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
-            r#""Watson, Thomas" < sip:t.watson@example.org >"#,
+            r#""Mr. J. User <sip:j.user@example.com> <sip:realj@example.net>"#,
+            "Bob\" <sip:bob@example.com>",
+            "<sip:a b@example.org>",
+            "< >",
             "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
             r#""Joe" <sip:joe@example.org>;;;;"#,
+            "<sip:a@b>;;",
+            "<sip:a@b>;tag=x;;",
+            "<sip:a@b>;;tag=x",
+            "<sip:a@b>;x=",
             "<sip:a@b> garbage",
             "<>",
         ] {
@@ -1424,11 +1578,256 @@ mod tests {
         assert_eq!(parse_decimal(&"9".repeat(40), u64::MAX), None);
     }
 
+    const REQUEST: &str = "OPTIONS sip:bob@example.com SIP/2.0";
+    const RESPONSE: &str = "SIP/2.0 200 OK";
+
+    /// A well-formed OPTIONS or its 200 with `lines` ("Name: value") in place of the header of
+    /// that name, or added; parsed from bytes as the transport would.
+    fn message(start: &str, lines: &[&str]) -> Message {
+        let mut headers = vec![
+            "Via: SIP/2.0/UDP host.example.com;branch=z9hG4bK1".to_string(),
+            "From: <sip:alice@example.com>;tag=1".to_string(),
+            "To: <sip:bob@example.com>;tag=2".to_string(),
+            "Call-ID: c1@example.com".to_string(),
+            "CSeq: 1 OPTIONS".to_string(),
+        ];
+        for line in lines {
+            let name = line.split(':').next().unwrap_or_default();
+            match headers
+                .iter_mut()
+                .find(|h| h.starts_with(&format!("{name}:")))
+            {
+                Some(h) => *h = line.to_string(),
+                None => headers.push(line.to_string()),
+            }
+        }
+        let raw = format!(
+            "{start}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+            headers.join("\r\n")
+        );
+        parse(raw.as_bytes(), Framing::Datagram).unwrap().0
+    }
+
+    /// Both forms of `message` pass `validate`.
+    fn tolerated(lines: &[&str]) {
+        for start in [REQUEST, RESPONSE] {
+            assert_eq!(
+                validate(&message(start, lines)),
+                Ok(()),
+                "{start} {lines:?}"
+            );
+        }
+    }
+
     #[test]
-    fn dates_must_be_gmt() {
-        assert!(is_sip_date("Sat, 15 Oct 2005 04:44:56 GMT"));
-        assert!(!is_sip_date("Fri, 01 Jan 2010 16:00:00 EST"));
-        assert!(!is_sip_date("Fri, 1 Jan 2010 16:00:00 GMT"));
+    fn a_date_in_any_form_is_ignored() {
+        // RFC 4475 §3.1.2.12: the switch never reads Date, so it does not reject over it.
+        for date in [
+            "Date: Sat, 15 Oct 2005 04:44:56 GMT",
+            "Date: Fri, 01 Jan 2010 16:00:00 EST",
+            "Date: Fri, 1 Jan 2010 16:00:00 GMT",
+            "Date: 2010-01-01T16:00:00+01:00",
+            "Date: yesterday",
+        ] {
+            tolerated(&[date]);
+        }
+    }
+
+    #[test]
+    fn unquoted_display_names_with_non_token_characters_are_accepted() {
+        // RFC 4475 §3.1.2.15 (baddn) and what PBXs send.
+        tolerated(&[
+            "From: Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+            "To: Watson, Thomas <sip:t.watson@example.org>;tag=2",
+        ]);
+        tolerated(&["From: John (Office) <sip:john@example.com>;tag=1"]);
+        tolerated(&["To: j@x <sip:bob@example.com>;tag=2"]);
+        tolerated(&["Contact: John (Office) <sip:john@192.0.2.1>"]);
+        // Without brackets nothing says where the name ends: still refused.
+        for start in [REQUEST, RESPONSE] {
+            let m = message(
+                start,
+                &["From: Bell, Alexander sip:a.g.bell@example.com;tag=43"],
+            );
+            assert_eq!(validate(&m), Err("malformed From or To"));
+        }
+    }
+
+    #[test]
+    fn blanks_inside_angle_brackets_are_trimmed() {
+        // RFC 4475 §3.1.2.14 (badaspec).
+        tolerated(&[r#"To: "Watson, Thomas" < sip:t.watson@example.org >;tag=2"#]);
+        tolerated(&["From: < sip:alice@example.com >;tag=1"]);
+        tolerated(&["Contact: <sip:alice@192.0.2.1 >"]);
+        for start in [REQUEST, RESPONSE] {
+            let m = message(start, &["To: <sip:bob @example.com>;tag=2"]);
+            assert_eq!(validate(&m), Err("malformed From or To"));
+        }
+    }
+
+    #[test]
+    fn a_trailing_semicolon_after_parameters_is_accepted() {
+        tolerated(&["From: <sip:alice@example.com>;tag=1;"]);
+        tolerated(&["To: Bob <sip:bob@example.com>;tag=2;"]);
+        tolerated(&["To: sip:bob@example.com;tag=2;"]);
+        tolerated(&["Contact: <sip:alice@192.0.2.1>;expires=60;"]);
+        tolerated(&["Record-Route: <sip:p.example.com;lr>;"]);
+        tolerated(&["Via: SIP/2.0/UDP host.example.com;branch=z9hG4bK1;rport;"]);
+        // An empty element elsewhere is still refused (RFC 4475 §3.1.2.1, badinv01).
+        for start in [REQUEST, RESPONSE] {
+            let m = message(
+                start,
+                &["Via: SIP/2.0/UDP host.example.com;;branch=z9hG4bK1"],
+            );
+            assert_eq!(validate(&m), Err("malformed Via"));
+            let m = message(start, &["From: <sip:alice@example.com>;tag=1;;"]);
+            assert_eq!(validate(&m), Err("malformed From or To"));
+        }
+    }
+
+    #[test]
+    fn an_empty_tag_is_read_as_no_tag() {
+        tolerated(&["To: <sip:bob@example.com>;tag="]);
+        tolerated(&["From: <sip:alice@example.com>;tag=;x-info=1"]);
+        let m = message(RESPONSE, &["To: <sip:bob@example.com>;tag="]);
+        let to = NameAddr::parse(m.headers().get("To").unwrap()).unwrap();
+        assert_eq!(to.tag(), None);
+        // Other parameters still need a value, and an empty branch matches nothing.
+        for start in [REQUEST, RESPONSE] {
+            let m = message(start, &["Via: SIP/2.0/UDP host.example.com;branch="]);
+            assert_eq!(validate(&m), Err("malformed Via"));
+        }
+    }
+
+    #[test]
+    fn add_tag_leaves_a_value_that_parses_with_one_tag() {
+        for (value, want) in [
+            ("<sip:b@h>", "<sip:b@h>;tag=t"),
+            ("Bob <sip:b@h>;x=1", "Bob <sip:b@h>;x=1;tag=t"),
+            ("sip:b@h", "sip:b@h;tag=t"),
+            ("sip:b@h;x=1", "sip:b@h;x=1;tag=t"),
+            // What a sloppy peer left where the tag goes.
+            ("<sip:b@h>;", "<sip:b@h>;tag=t"),
+            ("<sip:b@h>;tag=", "<sip:b@h>;tag=t"),
+            ("<sip:b@h> ; tag = ; x=1 ;", "<sip:b@h>;x=1;tag=t"),
+            ("<sip:b@h>;tag", "<sip:b@h>;tag=t"),
+            ("sip:b@h;tag=;", "sip:b@h;tag=t"),
+            (
+                r#""a;tag=" <sip:b@h;lr>;tag="#,
+                r#""a;tag=" <sip:b@h;lr>;tag=t"#,
+            ),
+        ] {
+            let got = add_tag(value, "t");
+            assert_eq!(got, want, "{value}");
+            assert_eq!(
+                NameAddr::parse(&got)
+                    .and_then(|n| n.tag().map(str::to_string))
+                    .as_deref(),
+                Some("t")
+            );
+        }
+    }
+
+    #[test]
+    fn expires_given_as_a_date_is_accepted() {
+        // RFC 2543 §6.20 allowed a date; RFC 3261 only delta-seconds.
+        tolerated(&["Expires: Thu, 01 Dec 2040 16:00:00 GMT"]);
+        tolerated(&["Expires: fri, 1 Jan 2010 16:00:00 EST"]);
+        tolerated(&[r#"Contact: <sip:alice@192.0.2.1>;expires="Thu, 01 Dec 2040 16:00:00 GMT""#]);
+        tolerated(&["Expires: 3600", "Contact: <sip:alice@192.0.2.1>;expires=0"]);
+        for start in [REQUEST, RESPONSE] {
+            for bad in ["Expires: soon", "Expires: -1", "Expires: 4294967296"] {
+                assert_eq!(
+                    validate(&message(start, &[bad])),
+                    Err("Expires out of range"),
+                    "{bad}"
+                );
+            }
+            let m = message(start, &["Contact: <sip:alice@192.0.2.1>;expires=tomorrow"]);
+            assert_eq!(validate(&m), Err("Contact expires out of range"));
+        }
+    }
+
+    #[test]
+    fn max_forwards_above_255_is_accepted() {
+        // RFC 4475 §3.1.2.4: with only Max-Forwards out of range, act as if it were absent.
+        tolerated(&["Max-Forwards: 256"]);
+        tolerated(&["Max-Forwards: 300"]);
+        tolerated(&["Max-Forwards: 100000000000000000000000000000000000000000"]);
+        tolerated(&["Max-Forwards: 0070"]);
+        for start in [REQUEST, RESPONSE] {
+            for bad in [
+                "Max-Forwards: -1",
+                "Max-Forwards: seventy",
+                "Max-Forwards: 7 0",
+            ] {
+                assert_eq!(
+                    validate(&message(start, &[bad])),
+                    Err("malformed Max-Forwards"),
+                    "{bad}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_response_sloppy_where_the_switch_does_not_read_is_usable() {
+        for lines in [
+            &["Expires: soon"][..],
+            &["Max-Forwards: x"],
+            &["Retry-After: 99999999999999999999"],
+            &["From: <sip:@example.com>;tag=1"],
+            &["Route: garbage"],
+            // Only the top Via matches a response to its transaction.
+            &["Via: SIP/2.0/UDP host.example.com;branch=z9hG4bK1, SIP/2.0/UDP 192.0.2.15;;"],
+            // Contact and Record-Route matter in a 2xx to INVITE only.
+            &["Contact: <sip:a b@example.com>", "Record-Route: garbage"],
+        ] {
+            let m = message(RESPONSE, lines);
+            assert!(validate(&m).is_err(), "{lines:?}");
+            assert_eq!(check_usable(&m), Ok(()), "{lines:?}");
+        }
+        let m = message(
+            "SIP/2.0 180 Ringing",
+            &["CSeq: 1 INVITE", "Contact: <sip:a b@example.com>"],
+        );
+        assert_eq!(check_usable(&m), Ok(()));
+    }
+
+    #[test]
+    fn a_response_without_what_the_switch_reads_is_unusable() {
+        for (lines, why) in [
+            (
+                &["Via: SIP/2.0/UDP host.example.com;;branch=z9hG4bK1"][..],
+                "malformed Via",
+            ),
+            (&["CSeq: one OPTIONS"], "malformed CSeq"),
+            (&["Call-ID: "], "malformed Call-ID"),
+            (
+                &[r#"To: "Bob <sip:bob@example.com>;tag=2"#],
+                "malformed From or To",
+            ),
+            (
+                &["From: <sip:alice@example.com>;tag=1;;"],
+                "malformed From or To",
+            ),
+            (
+                &["CSeq: 1 INVITE", "Contact: <sip:a b@example.com>"],
+                "malformed Contact, Route or Record-Route",
+            ),
+            (
+                &[
+                    "CSeq: 1 INVITE",
+                    "Contact: <sip:b@192.0.2.2>",
+                    "Record-Route: garbage",
+                ],
+                "URI without a scheme",
+            ),
+        ] {
+            let m = message(RESPONSE, lines);
+            assert_eq!(check_usable(&m), Err(why), "{lines:?}");
+            assert_eq!(validate(&m), Err(why), "{lines:?}");
+        }
     }
 
     #[test]

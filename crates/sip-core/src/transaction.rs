@@ -783,7 +783,7 @@ pub fn response_to(req: &Request, code: u16, to_tag: Option<&str>) -> Response {
     if let Some(v) = req.headers.get("To") {
         let has_tag = crate::msg::NameAddr::parse(v).is_some_and(|n| n.tag().is_some());
         match to_tag {
-            Some(tag) if !has_tag && code > 100 => headers.push("To", format!("{v};tag={tag}")),
+            Some(tag) if !has_tag && code > 100 => headers.push("To", crate::msg::add_tag(v, tag)),
             _ => headers.push("To", v),
         }
     }
@@ -1006,6 +1006,21 @@ mod tests {
         assert!(
             matches!(outs[1], Output::Event(Event::Cancelled { invite_tx, .. }) if invite_tx == tx)
         );
+    }
+
+    #[test]
+    fn our_to_tag_replaces_an_empty_one_and_a_trailing_semicolon() {
+        for to in ["<sip:100@h>;tag=", "<sip:100@h>;", "<sip:100@h>"] {
+            let mut request = invite();
+            request.headers.set("To", to);
+            let r = response_to(&request, 200, Some("x"));
+            assert_eq!(r.headers.get("To"), Some("<sip:100@h>;tag=x"), "{to}");
+        }
+        // A To that already has a tag is echoed as it came.
+        let mut request = invite();
+        request.headers.set("To", "<sip:100@h>;tag=9;");
+        let r = response_to(&request, 200, Some("x"));
+        assert_eq!(r.headers.get("To"), Some("<sip:100@h>;tag=9;"));
     }
 
     #[test]

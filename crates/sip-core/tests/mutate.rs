@@ -6,7 +6,10 @@
 
 use std::path::PathBuf;
 
-use sip_core::msg::{parse, validate, CSeq, Framing, Message, NameAddr, Uri, Via, MAX_MESSAGE_LEN};
+use sip_core::msg::{
+    add_tag, check_usable, parse, validate, CSeq, Framing, Message, NameAddr, Uri, Via,
+    MAX_MESSAGE_LEN,
+};
 
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -156,7 +159,10 @@ fn mutate(rng: &mut Rng, seed: &[u8], all: &[Vec<u8>]) -> Vec<u8> {
 
 /// Everything the layers above call on a message they received.
 fn exercise(m: &Message) {
-    let _ = validate(m);
+    // `check_usable` is the first part of `validate`.
+    if validate(m).is_ok() {
+        assert_eq!(check_usable(m), Ok(()));
+    }
     let h = m.headers();
     for v in h.get_all("Via") {
         let _ = Via::parse(v).map(|v| v.branch().map(str::len));
@@ -166,6 +172,16 @@ fn exercise(m: &Message) {
             if let Some(a) = NameAddr::parse(v) {
                 let _ = a.tag();
                 let _ = Uri::parse(&a.uri).map(|u| u.to_string());
+            }
+        }
+    }
+    // Our tag added to a From or To without one must leave a value that parses with that tag.
+    for name in ["From", "To"] {
+        if let Some(v) = h.get(name) {
+            if NameAddr::parse(v).is_some_and(|a| a.tag().is_none()) {
+                let tagged = add_tag(v, "ours");
+                let tag = NameAddr::parse(&tagged).and_then(|a| a.tag().map(str::to_string));
+                assert_eq!(tag.as_deref(), Some("ours"), "{v:?} -> {tagged:?}");
             }
         }
     }
