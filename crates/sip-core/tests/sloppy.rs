@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sip_core::io::{ClientEvent, ServerEvent, SipStack};
+use sip_core::io::{ClientEvent, ServerEvent, SipEvent, SipStack};
 use sip_core::msg::{parse, Framing, NameAddr};
 use sip_core::transaction::response_to;
 use sip_core::{Message, Peer, Request, Response, Transport};
@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 /// The stack, and the requests that reach its front door.
-async fn stack() -> (SipStack, mpsc::UnboundedReceiver<ServerEvent>) {
+async fn stack() -> (SipStack, mpsc::UnboundedReceiver<SipEvent>) {
     SipStack::bind(
         "127.0.0.1:0".parse().unwrap(),
         Default::default(),
@@ -83,7 +83,7 @@ async fn answer(
 
 async fn next_response(events: &mut mpsc::UnboundedReceiver<ClientEvent>) -> Option<Response> {
     match tokio::time::timeout(Duration::from_millis(700), events.recv()).await {
-        Ok(Some(ClientEvent::Response(r))) => Some(*r),
+        Ok(Some(ClientEvent::Response { response, .. })) => Some(*response),
         Ok(other) => panic!("{other:?}"),
         Err(_) => None,
     }
@@ -177,7 +177,7 @@ async fn a_sloppy_request_reaches_the_switch_and_a_broken_one_gets_400() {
     let ev = tokio::time::timeout(Duration::from_secs(5), front.recv())
         .await
         .expect("the OPTIONS at the front door");
-    let Some(ServerEvent::Request { request, .. }) = ev else {
+    let Some(SipEvent::Server(ServerEvent::Request { request, .. })) = ev else {
         panic!("{ev:?}")
     };
     assert_eq!(request.call_id(), Some("pbx-1@192.0.2.20"));
