@@ -564,6 +564,25 @@ impl App {
         }
     }
 
+    /// Every event of `uuid` until (and including) its `answered`, in order.
+    pub async fn events_until_answered(&mut self, uuid: &str, within: Duration) -> Vec<Value> {
+        let end = tokio::time::Instant::now() + within;
+        let mut out: Vec<Value> = Vec::new();
+        loop {
+            while let Some(v) = self.take(uuid, None) {
+                let done = v["event_name"] == "botstream::answered";
+                out.push(v);
+                if done {
+                    return out;
+                }
+            }
+            assert!(
+                self.pull(end).await,
+                "no answered for {uuid} within {within:?}; saw {out:?}"
+            );
+        }
+    }
+
     /// The next event named `botstream::<name>` of any call (for inbound calls, whose uuid the
     /// app learns from their first event).
     pub async fn next_event(&mut self, name: &str, within: Duration) -> Value {
@@ -857,4 +876,207 @@ pub fn rms(samples: &[i16]) -> f64 {
         return 0.0;
     }
     (samples.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / samples.len() as f64).sqrt()
+}
+
+/// A far end's media as a test plays it: a real UDP socket that sends a tone (or silence) every
+/// 20 ms to wherever the switch's RTP comes from, sends RFC 4733 key presses on demand, and
+/// keeps what it receives. SIPp does the far end's signalling with this socket's port in its SDP
+/// (`@RTP_PORT@` in the `*_media_at.xml` scenarios), so the test hears exactly what the switch
+/// sent that party.
+pub struct RtpPeer {
+    pub port: u16,
+    shared: std::sync::Arc<std::sync::Mutex<RtpShared>>,
+}
+
+#[derive(Default)]
+struct RtpShared {
+    /// Tone frequency to send (0: silence).
+    freq: f64,
+    law_a: bool,
+    /// Key presses waiting to be sent.
+    digits: std::collections::VecDeque<char>,
+    /// Send nothing (a phone that stopped sending, on hold).
+    mute: bool,
+    /// Audio received, decoded, with its arrival time.
+    audio: Vec<(Instant, Vec<i16>)>,
+    /// RFC 4733 events received (event code of each packet).
+    events: Vec<u8>,
+    remote: Option<std::net::SocketAddr>,
+}
+
+impl RtpPeer {
+    /// Binds on 127.0.0.1 and starts sending once the switch's first packet says where to.
+    /// `law_a`: PCMA (payload type 8), else PCMU (0).
+    pub async fn start(law_a: bool) -> RtpPeer {
+        let sock = std::sync::Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind rtp"),
+        );
+        let port = sock.local_addr().expect("addr").port();
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(RtpShared {
+            law_a,
+            ..Default::default()
+        }));
+        let (rx_sock, rx_shared) = (sock.clone(), shared.clone());
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = rx_sock.recv_from(&mut buf).await {
+                let Some((h, payload)) = media::rtp::parse(&buf[..n]) else {
+                    continue;
+                };
+                let mut s = rx_shared.lock().expect("lock");
+                s.remote.get_or_insert(from);
+                match h.payload_type {
+                    0 | 8 => {
+                        let law = if h.payload_type == 8 {
+                            media::g711::Law::A
+                        } else {
+                            media::g711::Law::Mu
+                        };
+                        let mut pcm = Vec::new();
+                        media::g711::decode(law, payload, &mut pcm);
+                        s.audio.push((Instant::now(), pcm));
+                    }
+                    101 if !payload.is_empty() => s.events.push(payload[0]),
+                    _ => {}
+                }
+            }
+        });
+        let tx_shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let (mut seq, mut ts, mut phase) = (0u16, 0u32, 0f64);
+            let ssrc: u32 = 0x5eed_0000 | port as u32;
+            let mut dtmf: Option<(u8, u32, u16)> = None; // event, start ts, packets sent
+            loop {
+                tick.tick().await;
+                let (remote, freq, law_a, next_digit) = {
+                    let mut s = tx_shared.lock().expect("lock");
+                    let d = if dtmf.is_none() {
+                        s.digits.pop_front()
+                    } else {
+                        None
+                    };
+                    (s.remote.filter(|_| !s.mute), s.freq, s.law_a, d)
+                };
+                let Some(remote) = remote else { continue };
+                if let Some(d) = next_digit {
+                    let code = match d {
+                        '0'..='9' => d as u8 - b'0',
+                        '*' => 10,
+                        '#' => 11,
+                        _ => 0,
+                    };
+                    dtmf = Some((code, ts, 0));
+                }
+                let mut packet = Vec::with_capacity(172);
+                if let Some((code, start, n)) = dtmf {
+                    // 100 ms of event, then three end packets (RFC 4733 §2.5.1.4).
+                    let end = n >= 5;
+                    let duration = ((n.min(5) + 1) as u16) * 160;
+                    let payload = [
+                        code,
+                        if end { 0x8a } else { 0x0a },
+                        (duration >> 8) as u8,
+                        duration as u8,
+                    ];
+                    let h = media::rtp::RtpHeader {
+                        payload_type: 101,
+                        marker: n == 0,
+                        seq,
+                        timestamp: start,
+                        ssrc,
+                    };
+                    media::rtp::write(&h, &payload, &mut packet);
+                    dtmf = if n >= 7 {
+                        None
+                    } else {
+                        Some((code, start, n + 1))
+                    };
+                } else {
+                    let pcm: Vec<i16> = (0..160)
+                        .map(|_| {
+                            phase += 2.0 * std::f64::consts::PI * freq / 8000.0;
+                            (8000.0 * phase.sin()) as i16
+                        })
+                        .collect();
+                    let law = if law_a {
+                        media::g711::Law::A
+                    } else {
+                        media::g711::Law::Mu
+                    };
+                    let mut payload = Vec::new();
+                    media::g711::encode(law, &pcm, &mut payload);
+                    let h = media::rtp::RtpHeader {
+                        payload_type: if law_a { 8 } else { 0 },
+                        marker: false,
+                        seq,
+                        timestamp: ts,
+                        ssrc,
+                    };
+                    media::rtp::write(&h, &payload, &mut packet);
+                }
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(160);
+                let _ = sock.send_to(&packet, remote).await;
+            }
+        });
+        RtpPeer { port, shared }
+    }
+
+    /// Sends a tone of `freq` Hz from now on (0: silence).
+    pub fn tone(&self, freq: f64) {
+        self.shared.lock().expect("lock").freq = freq;
+    }
+
+    /// Stops (or resumes) sending anything.
+    pub fn mute(&self, on: bool) {
+        self.shared.lock().expect("lock").mute = on;
+    }
+
+    /// Sends a key press as RFC 4733 events (payload type 101).
+    pub fn press(&self, digit: char) {
+        self.shared.lock().expect("lock").digits.push_back(digit);
+    }
+
+    /// The audio received over the last `window`, after waiting `window` from now.
+    pub async fn listen(&self, window: Duration) -> Vec<i16> {
+        let from = Instant::now();
+        tokio::time::sleep(window).await;
+        let s = self.shared.lock().expect("lock");
+        s.audio
+            .iter()
+            .filter(|(at, _)| *at >= from)
+            .flat_map(|(_, pcm)| pcm.iter().copied())
+            .collect()
+    }
+
+    /// RFC 4733 event codes received so far.
+    pub fn events(&self) -> Vec<u8> {
+        self.shared.lock().expect("lock").events.clone()
+    }
+
+    /// Whether the switch has sent us anything yet.
+    pub fn connected(&self) -> bool {
+        self.shared.lock().expect("lock").remote.is_some()
+    }
+}
+
+/// How much of `freq` is in `samples`, as the fraction of their power (see [`tone_ratio`]).
+pub fn hears(samples: &[i16], freq: f64) -> f64 {
+    tone_ratio(samples, freq, 8000.0)
+}
+
+/// A SIPp party (`uas_media_at.xml`-style scenario) answering with its media at a new
+/// [`RtpPeer`] — PCMA when `law_a`, else PCMU — with `subst` for the scenario's other
+/// placeholders (`HOLD`: ms before it hangs up itself unless the switch does first).
+pub async fn media_party(scenario: &str, law_a: bool, subst: &[(&str, &str)]) -> (RtpPeer, Sipp) {
+    let rtp = RtpPeer::start(law_a).await;
+    let port = rtp.port.to_string();
+    let (pt, codec) = if law_a { ("8", "PCMA") } else { ("0", "PCMU") };
+    let mut all = vec![("RTP_PORT", port.as_str()), ("PT", pt), ("CODEC", codec)];
+    all.extend_from_slice(subst);
+    let sipp = Sipp::uas_with(scenario, 1, &[], &all);
+    (rtp, sipp)
 }
