@@ -974,7 +974,7 @@ impl RtpPeer {
                 if let Some((code, start, n)) = dtmf {
                     // 100 ms of event, then three end packets (RFC 4733 §2.5.1.4).
                     let end = n >= 5;
-                    let duration = ((n.min(5) + 1) as u16) * 160;
+                    let duration = (n.min(5) + 1) * 160;
                     let payload = [
                         code,
                         if end { 0x8a } else { 0x0a },
