@@ -135,6 +135,12 @@ impl Nats {
         }
     }
 
+    /// Stops the server (for good, or until [`Nats::restart`]).
+    pub fn stop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+
     /// Stops the server, waits `down`, and starts it again on the same port and store.
     pub fn restart(&mut self, down: Duration) {
         let _ = self.proc.child.kill();
@@ -236,12 +242,15 @@ impl Switch {
         if !extra.contains(&"--rtp-ports") {
             cmd.args(["--rtp-ports", &format!("{lo}-{hi}")]);
         }
+        if !extra.contains(&"--drain-secs") {
+            cmd.args(["--drain-secs", "2"]);
+        }
         let child = cmd
             .args(["--nats-url", &nats.url, "--api-subject", &subject])
             .args(["--sip-listen", &format!("127.0.0.1:{sip_port}")])
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(["--pod-id", &format!("pod-{sip_port}")])
-            .args(["--store-prefix", store_prefix, "--drain-secs", "2"])
+            .args(["--store-prefix", store_prefix])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(extra)

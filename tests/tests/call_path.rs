@@ -176,11 +176,12 @@ async fn app_drops_an_inbound_call() {
     let sw = Switch::start(&nats, &[]);
     // No route matches: the default inbound subject of operator.md.
     let mut app = App::connect_to(&nats, &sw, "botstream.inbound").await;
-    let caller = Sipp::uac(
+    let caller = Sipp::uac_with(
         "uac_inbound_wait.xml",
         &format!("127.0.0.1:{}", sw.sip_port),
         1,
         &["-s", "5550"],
+        &[("REASON", r"Q\.850;cause=16")],
     );
     let a = app.next_event("answered", T).await;
     assert_eq!(a["tenant_id"], "default");

@@ -55,7 +55,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(settings)) {
+    let result = rt.block_on(run(settings));
+    // Whatever is still running (a DNS lookup on a blocking thread, a reconnecting NATS client)
+    // does not hold the exit up.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("botstream: {e}");
@@ -196,14 +200,24 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         tracing::info!(sip_tls = %tls, "SIP over TLS");
     }
 
-    shutdown_signal().await;
+    let mut signals = Signals::new();
+    signals.next().await;
     tracing::info!(drain_secs = s.drain_secs, "shutting down: draining calls");
-    // Leave the queue group first so other pods take new requests.
+    // Not ready at once, and out of the queue group so other pods take new requests. Nothing
+    // below waits on NATS without a bound: it may be away, which is when pods get restarted.
+    sw.draining.store(true, Ordering::Relaxed);
     api_task.abort();
-    let _ = client.flush().await;
-    api::service::drain(&sw, Duration::from_secs(s.drain_secs)).await;
-    let _ = client.flush().await;
-    tracing::info!("stopped");
+    flush(&client, Duration::from_secs(1)).await;
+    tokio::select! {
+        _ = api::service::drain(&sw, Duration::from_secs(s.drain_secs)) => {}
+        _ = signals.next() => {
+            tracing::info!("second signal: ending the remaining calls now");
+            api::service::end_calls(&sw).await;
+        }
+    }
+    flush(&client, Duration::from_secs(2)).await;
+    let lost = sw.metrics.events_dropped.load(Ordering::Relaxed);
+    tracing::info!(events_not_published = lost, "stopped");
     Ok(())
 }
 
@@ -229,23 +243,44 @@ fn sip_tls_server(
     Ok(Arc::new(config))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Hands NATS what is buffered, for at most `within`, and not at all while it is away.
+async fn flush(client: &async_nats::Client, within: Duration) {
+    if client.connection_state() == async_nats::connection::State::Connected {
+        let _ = tokio::time::timeout(within, client.flush()).await;
+    }
+}
+
+/// SIGTERM and SIGINT, as a stream: the first starts the drain, the second cuts it short.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match self.term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -706,14 +706,21 @@ pub fn admit_inbound(
     Some((inbound, LegResources { leg, lease, slot }))
 }
 
-/// SIGTERM (operator.md): leave the queue group, refuse new calls, wait up to `drain` for calls to
-/// end, then end the rest with SYSTEM_SHUTDOWN.
+/// SIGTERM (operator.md): refuse new calls, wait up to `drain` for calls to end, then end the
+/// rest with SYSTEM_SHUTDOWN. Bounded by `drain` + 5 s whatever NATS is doing.
 pub async fn drain(sw: &Arc<Switch>, drain: Duration) {
     sw.draining.store(true, Ordering::Relaxed);
     let deadline = tokio::time::Instant::now() + drain;
     while !sw.calls.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    end_calls(sw).await;
+}
+
+/// Ends every call now (BYE or CANCEL with Reason SYSTEM_SHUTDOWN, 503 to new INVITEs) and waits
+/// up to 5 s for them to be gone.
+pub async fn end_calls(sw: &Arc<Switch>) {
+    sw.draining.store(true, Ordering::Relaxed);
     sw.board.send(Command::Shutdown);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !sw.calls.is_empty() && tokio::time::Instant::now() < deadline {
