@@ -706,6 +706,36 @@ fn check_text(field: &str, s: &str) -> Result<(), ApiError> {
 }
 
 // RFC 3261 `token`: what may follow `sip_h_` to become a header name.
+/// Headers a `sip_h_*` channel variable may not set: the dialog, transaction and framing are the
+/// switch's (RFC 3261 §8.1.1, §12).
+const PROTECTED_HEADERS: &[&str] = &[
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Max-Forwards",
+    "Route",
+    "Record-Route",
+    "Content-Length",
+    "Content-Type",
+    "Authorization",
+    "Proxy-Authorization",
+    "Session-Expires",
+    "Min-SE",
+    "Refer-To",
+    "i",
+    "f",
+    "t",
+    "v",
+    "m",
+    "l",
+    "c",
+    "x",
+    "r",
+];
+
 fn is_sip_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -815,6 +845,9 @@ impl<'a> Fields<'a> {
     }
 
     /// Channel variables: scalars are kept as the strings FreeSWITCH would have seen.
+    /// `channel_vars` (api.md §3.2, §3.4): `sip_h_X-Foo` adds a header, so its name must be a
+    /// token and not one the dialog depends on (a replaced Call-ID, tag or CSeq would break or
+    /// hijack the call's own dialog).
     fn vars(&self, key: &str) -> Result<BTreeMap<String, String>, ApiError> {
         let mut out = BTreeMap::new();
         let Some(m) = self.object(key)? else {
@@ -840,6 +873,11 @@ impl<'a> Fields<'a> {
                 if !is_sip_token(h) {
                     return Err(ApiError::schema(format!(
                         "{field}: '{h}' is not a valid SIP header name"
+                    )));
+                }
+                if PROTECTED_HEADERS.iter().any(|p| p.eq_ignore_ascii_case(h)) {
+                    return Err(ApiError::schema(format!(
+                        "{field}: {h} is the switch's to write, not a custom header"
                     )));
                 }
             }
@@ -1630,6 +1668,32 @@ mod tests {
             let r = parse(s).unwrap_or_else(|e| panic!("{name}: {e:?}"));
             assert_eq!(r.name(), name);
         }
+    }
+
+    #[test]
+    fn custom_headers_cannot_rewrite_the_dialog() {
+        for name in [
+            "Call-ID",
+            "call-id",
+            "i",
+            "From",
+            "CSeq",
+            "Via",
+            "Content-Length",
+        ] {
+            let r = parse(
+                json!({"event_name": "request_set_channel_vars", "event_data": {
+                "call_uuid": "8c0d8a1e-6a3b-4c3e-9a55-0d3f1d2a7b91",
+                "channel_vars": {format!("sip_h_{name}"): "x"}}}),
+            );
+            assert_eq!(r.unwrap_err().1.code.code(), 135, "{name}");
+        }
+        let r = parse(
+            json!({"event_name": "request_set_channel_vars", "event_data": {
+            "call_uuid": "8c0d8a1e-6a3b-4c3e-9a55-0d3f1d2a7b91",
+            "channel_vars": {"sip_h_X-Call-ID": "x"}}}),
+        );
+        assert!(r.is_ok());
     }
 
     #[test]
