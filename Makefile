@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test build deps-run deps-test bench bench-cpa fmt lint
+.PHONY: run test build deps-run deps-test bench bench-bridge bench-cpa fmt lint
 
 # Debian package names; apt-get update runs once, only when something is missing.
 define ensure
@@ -52,6 +52,18 @@ bench: deps-test
 	  $(CARGO) run --release -p e2e --example bench -- bench/results/media.md $(BENCH_CALLS) $(BENCH_HOLD)
 	BOTSTREAM_BIN=$(CURDIR)/target/release/botstream \
 	  $(CARGO) run --release -p e2e --example pacing -- bench/results/pacing.md $(BENCH_PACING_SECS)
+	$(MAKE) bench-bridge
+
+# Bridged calls (SIPp customer -> switch -> SIPp agent): the delay the bridge adds and CPU per
+# bridged call, in bench/results/bridge.md. BENCH_BRIDGE_CALLS overrides the steps.
+BENCH_BRIDGE_CALLS ?= 50,100,250,500
+bench-bridge: deps-test
+	$(CARGO) build --release -p botstream
+	$(CARGO) build --release -p e2e --examples
+	@mkdir -p bench/results
+	ulimit -n 65536 2>/dev/null || ulimit -n 8192; \
+	BOTSTREAM_BIN=$(CURDIR)/target/release/botstream \
+	  $(CARGO) run --release -p e2e --example bridge -- bench/results/bridge.md $(BENCH_BRIDGE_CALLS) $(BENCH_HOLD)
 
 bench-cpa:
 	@mkdir -p bench/results
