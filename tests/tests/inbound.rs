@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use e2e::*;
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -47,4 +48,48 @@ async fn callers_outside_the_acl_get_403() {
         &["-s", "100"],
     );
     caller.finish(T).expect("403 with a Reason header");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_with_video_is_answered_stream_for_stream() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let mut app = App::connect_to(&nats, &sw, "botstream.inbound").await;
+    let caller = Sipp::uac(
+        "uac_inbound_video.xml",
+        &format!("127.0.0.1:{}", sw.sip_port),
+        1,
+        &["-s", "100"],
+    );
+    app.next_event("answered", T).await;
+    caller
+        .finish(T)
+        .expect("m=video 0 then our m=audio, in the offer's order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_named_by_host_name_passes_the_acl_at_its_resolved_address() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &["--sip-inbound-acl", "10.99.0.0/16"]);
+    let target = format!("127.0.0.1:{}", sw.sip_port);
+    // Outside the ACL and from no gateway: refused.
+    let refused = Sipp::uac("uac_refused.xml", &target, 1, &["-s", "100"]);
+    refused.finish(T).expect("403 before the trunk exists");
+    // A gateway whose proxy is "localhost": its address is 127.0.0.1, where the caller is.
+    let app = App::connect_to(&nats, &sw, "botstream.inbound").await;
+    let r = app
+        .request(
+            "request_add_sip_gateway",
+            json!({"name": "trunk", "params": {"proxy": "localhost:5999"}}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut app = app;
+    let caller = Sipp::uac("uac_inbound.xml", &target, 1, &["-s", "100"]);
+    let a = app.next_event("answered", T).await;
+    assert_eq!(a["call_type"], "inbound");
+    caller
+        .finish(T)
+        .expect("admitted by the trunk's resolved address");
 }

@@ -119,6 +119,7 @@ async fn run(s: Settings) -> Result<(), BoxError> {
     };
     let ports = media::PortPool::new(bind_ip, s.rtp_ports.0, s.rtp_ports.1);
     let (registry, counts) = gateway::Registry::new(s.pod_id.clone(), stack.clone(), local.clone());
+    registry.spawn_resolver(Duration::from_secs(30));
     store
         .sync(registry.clone(), counts)
         .await

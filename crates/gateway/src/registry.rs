@@ -55,6 +55,9 @@ pub struct GatewayState {
     reg: AtomicU8,
     /// From OPTIONS pings; a gateway without `ping` is always UP.
     pub up: AtomicBool,
+    /// What its proxy's host name resolved to last (an IP literal needs none): inbound calls
+    /// from these addresses pass the ACL.
+    addrs: Mutex<Vec<std::net::IpAddr>>,
 }
 
 impl GatewayState {
@@ -62,6 +65,7 @@ impl GatewayState {
         GatewayState {
             reg: AtomicU8::new(RegState::Noreg as u8),
             up: AtomicBool::new(true),
+            addrs: Mutex::new(Vec::new()),
         }
     }
     pub fn reg_state(&self) -> RegState {
@@ -163,6 +167,8 @@ struct Inner {
     counts: Mutex<Counts>,
     /// Our per-gateway totals, for the store to publish to the other pods.
     count_updates: mpsc::UnboundedSender<(String, u32)>,
+    /// Wakes the resolver when a gateway is added or changed.
+    resolve_now: tokio::sync::Notify,
 }
 
 #[derive(Clone)]
@@ -197,6 +203,7 @@ impl Registry {
             logical: Mutex::new(HashMap::new()),
             counts: Mutex::new(Counts::default()),
             count_updates: tx,
+            resolve_now: tokio::sync::Notify::new(),
         };
         (
             Registry {
@@ -251,6 +258,7 @@ impl Registry {
                 },
             )
         };
+        self.inner.resolve_now.notify_one();
         if let Some(Entry {
             agent: Some(a),
             state,
@@ -369,20 +377,61 @@ impl Registry {
         v
     }
 
-    /// The gateway whose proxy is at `ip` (inbound calls from trunks pass the ACL by this).
+    /// The gateway whose proxy is at `ip` (inbound calls from trunks pass the ACL by this): an
+    /// IP literal, or what a host name last resolved to.
     pub fn gateway_for_source(&self, ip: std::net::IpAddr) -> Option<Arc<GatewayConfig>> {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
         self.sip()
             .values()
             .find(|e| {
-                let h = e
-                    .config
-                    .proxy
-                    .host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']');
-                h.parse::<std::net::IpAddr>().is_ok_and(|a| a == ip)
+                literal(&e.config.proxy.host) == Some(ip)
+                    || e.state
+                        .addrs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(&ip)
             })
             .map(|e| e.config.clone())
+    }
+
+    /// Resolves the gateways whose proxy is a host name, now, whenever one is added or changed,
+    /// and every `every` (DNS changes: a trunk moved to new addresses is admitted at its new
+    /// ones and no longer at its old ones).
+    pub fn spawn_resolver(&self, every: std::time::Duration) {
+        let reg = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let names: Vec<(crate::config::Target, Arc<GatewayState>)> = reg
+                    .sip()
+                    .values()
+                    .filter(|e| literal(&e.config.proxy.host).is_none())
+                    .map(|e| (e.config.proxy.clone(), e.state.clone()))
+                    .collect();
+                for (target, state) in names {
+                    let host = target.host.clone();
+                    let lookup = tokio::net::lookup_host((host.clone(), target.port));
+                    let found: Option<Vec<std::net::IpAddr>> =
+                        match tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await
+                        {
+                            Ok(Ok(addrs)) => Some(addrs.map(|a| a.ip()).collect()),
+                            _ => None,
+                        };
+                    // A failed lookup keeps what the name last resolved to.
+                    if let Some(found) = found {
+                        *state.addrs.lock().unwrap_or_else(|p| p.into_inner()) = found;
+                    } else {
+                        tracing::debug!(host, "gateway proxy did not resolve");
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = reg.inner.resolve_now.notified() => {}
+                }
+            }
+        });
     }
 
     fn slot(&self, counts: &mut Counts, gw: &str, outbound: bool) -> CallSlot {
@@ -494,4 +543,12 @@ mod tests {
         assert!((2.7..3.3).contains(&ratio), "{hits:?}");
         assert!(pick_weighted(&[0, 0], &mut rng) < 2);
     }
+}
+
+/// A host written as an IP literal (IPv6 in brackets or not).
+fn literal(host: &str) -> Option<std::net::IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }

@@ -34,6 +34,10 @@ pub struct MediaDescription {
     pub telephone_event: Option<u8>,
     /// `a=sendonly`/`inactive` or port 0: the peer put us on hold or refused the stream.
     pub direction: Direction,
+    /// Every `m=` line of the offer, in order, as `media proto first-format` (RFC 3264 §6: the
+    /// answer has as many, the ones we do not take with port 0), and which one is this audio.
+    pub streams: Vec<String>,
+    pub audio_index: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,11 +79,28 @@ pub fn answer(
         Direction::RecvOnly => Direction::SendOnly,
         d => d,
     };
-    let sdp = if remote.telephone_event.is_some() {
+    let audio = if remote.telephone_event.is_some() {
         build(session_id, version, addr, port, &[codec], te, dir)
     } else {
         build_no_te(session_id, version, addr, port, codec, dir)
     };
+    if remote.streams.len() <= 1 {
+        return Some((audio, codec));
+    }
+    // The session lines, then each offered stream in its place: ours, or refused with port 0.
+    let at = audio.find("m=audio").unwrap_or(audio.len());
+    let (session, ours) = audio.split_at(at);
+    let mut sdp = session.to_string();
+    for (i, line) in remote.streams.iter().enumerate() {
+        if i == remote.audio_index {
+            sdp.push_str(ours);
+        } else {
+            let mut f = line.split_whitespace();
+            let (media, proto) = (f.next().unwrap_or("audio"), f.next().unwrap_or("RTP/AVP"));
+            let fmt = f.next().unwrap_or("0");
+            sdp.push_str(&format!("m={media} 0 {proto} {fmt}\r\n"));
+        }
+    }
     Some((sdp, codec))
 }
 
@@ -157,16 +178,29 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
     let mut rtpmap: Vec<(u8, String)> = Vec::new();
     let mut in_audio = false;
     let mut seen_audio = false;
+    let mut streams = Vec::new();
+    let mut audio_index = 0;
     let mut direction = Direction::SendRecv;
     for line in text.lines() {
         let line = line.trim_end();
         if let Some(m) = line.strip_prefix("m=") {
+            let mut f = m.split_whitespace();
+            let (media, _port, proto, fmt) = (f.next(), f.next(), f.next(), f.next());
+            streams.push(format!(
+                "{} {} {}",
+                media.unwrap_or("audio"),
+                proto.unwrap_or("RTP/AVP"),
+                fmt.unwrap_or("0")
+            ));
             if seen_audio {
                 in_audio = false;
                 continue;
             }
             let mut it = m.split_whitespace();
             in_audio = it.next() == Some("audio");
+            if in_audio {
+                audio_index = streams.len() - 1;
+            }
             if in_audio {
                 seen_audio = true;
                 port = it.next().and_then(|p| p.split('/').next()?.parse().ok());
@@ -231,6 +265,8 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
         codecs,
         telephone_event,
         direction,
+        streams,
+        audio_index,
     })
 }
 
@@ -275,5 +311,25 @@ mod tests {
             ans.contains("a=recvonly") && ans.contains("o=BotStream 1 2 "),
             "{ans}"
         );
+    }
+
+    #[test]
+    fn every_offered_stream_is_answered_unused_ones_with_port_0() {
+        let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=video 5002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\nm=audio 5000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\nm=audio 5004 RTP/SAVP 8\r\n";
+        let m = parse(sdp.as_bytes()).unwrap();
+        assert_eq!(m.addr.port(), 5000);
+        assert_eq!(m.audio_index, 1);
+        let (ans, _) = answer(&m, 1, 1, "127.0.0.1".parse().unwrap(), 4000).unwrap();
+        let lines: Vec<&str> = ans.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(
+            lines,
+            [
+                "m=video 0 RTP/AVP 96",
+                "m=audio 4000 RTP/AVP 0 101",
+                "m=audio 0 RTP/SAVP 8"
+            ],
+            "{ans}"
+        );
+        assert!(ans.find("m=video").unwrap() < ans.find("a=rtpmap:0").unwrap());
     }
 }
