@@ -523,6 +523,14 @@ fn pick_weighted(weights: &[u32], rng: &mut impl Rng) -> usize {
     weights.len() - 1
 }
 
+/// A host written as an IP literal (IPv6 in brackets or not).
+fn literal(host: &str) -> Option<std::net::IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,12 +551,4 @@ mod tests {
         assert!((2.7..3.3).contains(&ratio), "{hits:?}");
         assert!(pick_weighted(&[0, 0], &mut rng) < 2);
     }
-}
-
-/// A host written as an IP literal (IPv6 in brackets or not).
-fn literal(host: &str) -> Option<std::net::IpAddr> {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()
 }
