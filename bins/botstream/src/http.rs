@@ -143,6 +143,12 @@ fn metrics(sw: &api::Switch) -> String {
         "counter",
         sw.metrics.events_dropped.load(Ordering::Relaxed),
     );
+    one(
+        &mut s,
+        "botstream_call_core_panics_total",
+        "counter",
+        sw.metrics.core_panics.load(Ordering::Relaxed),
+    );
     let _ = writeln!(s, "# TYPE botstream_gateway_up gauge");
     for (name, up) in sw.registry.statuses() {
         let _ = writeln!(

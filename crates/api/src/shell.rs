@@ -161,15 +161,28 @@ impl Shell {
                 .map(|(at, _)| tokio::time::Instant::from_std(at))
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
-                Some(ev) = sip.recv() => self.board.handle_sip(Instant::now(), ev),
+                Some(ev) = sip.recv() => self.guarded(|b| b.handle_sip(Instant::now(), ev)),
                 Some(input) = inputs.recv() => self.input(input),
-                Some((leg, ev)) = media.recv() => {
-                    self.board.handle_media(Instant::now(), LegId(leg), MediaInput::Leg(ev))
+                Some((leg, ev)) = media.recv() => self.guarded(|b| {
+                    b.handle_media(Instant::now(), LegId(leg), MediaInput::Leg(ev))
+                }),
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.guarded(|b| b.handle_timeout(Instant::now()))
                 }
-                _ = tokio::time::sleep_until(deadline) => self.board.handle_timeout(Instant::now()),
                 else => return,
             }
             self.drain();
+        }
+    }
+
+    /// Runs one step of the core. A bug that panics in it costs the step, not the switch: the
+    /// shell (and every other call) goes on, and the panic is logged and counted.
+    fn guarded(&mut self, step: impl FnOnce(&mut Switchboard)) {
+        let board = &mut self.board;
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(board)));
+        if caught.is_err() {
+            self.sw.metrics.core_panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("the call core panicked; the step was abandoned");
         }
     }
 
@@ -189,9 +202,9 @@ impl Shell {
                     self.replies.insert(self.next_req, tx);
                     ReqId(self.next_req)
                 });
-                self.board.handle_command(now, req, *cmd);
+                self.guarded(|b| b.handle_command(now, req, *cmd));
             }
-            BoardInput::Media(leg, m) => self.board.handle_media(now, leg, m),
+            BoardInput::Media(leg, m) => self.guarded(|b| b.handle_media(now, leg, m)),
         }
     }
 
@@ -301,7 +314,7 @@ impl Shell {
                 {
                     self.add_leg(resources);
                     let cmd = Command::Inbound(Box::new(inbound));
-                    self.board.handle_command(Instant::now(), None, cmd);
+                    self.guarded(|b| b.handle_command(Instant::now(), None, cmd));
                 }
             }
             Output::LegStarted {

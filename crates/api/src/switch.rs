@@ -110,6 +110,8 @@ pub struct Metrics {
     pub api_requests: Mutex<BTreeMap<(String, u16), u64>>,
     /// Events that could not be handed to NATS (queue full while NATS was away or slow).
     pub events_dropped: AtomicU64,
+    /// Steps of the call core abandoned to a panic (a bug; each is logged).
+    pub core_panics: AtomicU64,
 }
 
 impl Metrics {

@@ -321,7 +321,10 @@ pub(super) fn finalize(sb: &mut Switchboard, leg: LegId) {
             )),
         );
     }
-    sb.clear_timer(leg, CallTimer::Teardown);
+    let timers: Vec<CallTimer> = sb.legs[&leg].timers.keys().copied().collect();
+    for t in timers {
+        sb.clear_timer(leg, t);
+    }
     sb.legs.remove(&leg);
     sb.by_uuid.remove(&uuid);
     sb.dialogs.remove(&(call_id.clone(), local_tag));
