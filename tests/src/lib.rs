@@ -718,6 +718,9 @@ pub struct WsConn {
     pub first: Value,
     pub incoming: tokio::sync::mpsc::UnboundedReceiver<WsIn>,
     pub out: tokio::sync::mpsc::UnboundedSender<tokio_tungstenite::tungstenite::Message>,
+    /// The connection's reader and writer tasks: aborting both drops the TCP connection with no
+    /// close frame, as a crashed app would.
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 #[derive(Debug)]
@@ -786,12 +789,7 @@ impl WsServer {
                     }
                     let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
                     let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
-                    let _ = tx.send(WsConn {
-                        first,
-                        incoming: in_rx,
-                        out: out_tx,
-                    });
-                    tokio::spawn(async move {
+                    let writer = tokio::spawn(async move {
                         while let Some(m) = out_rx.recv().await {
                             let close = matches!(m, Message::Close(_));
                             if sink.send(m).await.is_err() || close {
@@ -799,18 +797,26 @@ impl WsServer {
                             }
                         }
                     });
-                    while let Some(m) = source.next().await {
-                        let ev = match m {
-                            Ok(Message::Binary(b)) => WsIn::Audio(b.to_vec()),
-                            Ok(Message::Text(t)) => WsIn::Text(t.to_string()),
-                            Ok(Message::Close(_)) | Err(_) => break,
-                            Ok(_) => continue,
-                        };
-                        if in_tx.send(ev).is_err() {
-                            break;
+                    let reader = tokio::spawn(async move {
+                        while let Some(m) = source.next().await {
+                            let ev = match m {
+                                Ok(Message::Binary(b)) => WsIn::Audio(b.to_vec()),
+                                Ok(Message::Text(t)) => WsIn::Text(t.to_string()),
+                                Ok(Message::Close(_)) | Err(_) => break,
+                                Ok(_) => continue,
+                            };
+                            if in_tx.send(ev).is_err() {
+                                break;
+                            }
                         }
-                    }
-                    let _ = in_tx.send(WsIn::Closed);
+                        let _ = in_tx.send(WsIn::Closed);
+                    });
+                    let _ = tx.send(WsConn {
+                        first,
+                        incoming: in_rx,
+                        out: out_tx,
+                        tasks: vec![writer.abort_handle(), reader.abort_handle()],
+                    });
                 });
             }
         });
@@ -826,6 +832,13 @@ impl WsServer {
 }
 
 impl WsConn {
+    /// Drops the connection without a close frame (the app crashed or its network failed).
+    pub fn kill(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
     /// Caller audio received over `dur` (samples), skipping text frames.
     pub async fn collect(&mut self, dur: Duration) -> Vec<i16> {
         let end = tokio::time::Instant::now() + dur;
@@ -908,6 +921,8 @@ struct RtpShared {
     digits: std::collections::VecDeque<char>,
     /// Send nothing (a phone that stopped sending, on hold).
     mute: bool,
+    /// Number every packet in its payload instead of sending a tone ([`RtpPeer::count`]).
+    count: bool,
     /// Audio received, decoded, with its arrival time.
     audio: Vec<(Instant, Vec<i16>)>,
     /// RFC 4733 events received (event code of each packet).
@@ -962,14 +977,14 @@ impl RtpPeer {
             let mut dtmf: Option<(u8, u32, u16)> = None; // event, start ts, packets sent
             loop {
                 tick.tick().await;
-                let (remote, freq, law_a, next_digit) = {
+                let (remote, freq, law_a, next_digit, count) = {
                     let mut s = tx_shared.lock().expect("lock");
                     let d = if dtmf.is_none() {
                         s.digits.pop_front()
                     } else {
                         None
                     };
-                    (s.remote.filter(|_| !s.mute), s.freq, s.law_a, d)
+                    (s.remote.filter(|_| !s.mute), s.freq, s.law_a, d, s.count)
                 };
                 let Some(remote) = remote else { continue };
                 if let Some(d) = next_digit {
@@ -1005,6 +1020,15 @@ impl RtpPeer {
                     } else {
                         Some((code, start, n + 1))
                     };
+                } else if count {
+                    let h = media::rtp::RtpHeader {
+                        payload_type: if law_a { 8 } else { 0 },
+                        marker: false,
+                        seq,
+                        timestamp: ts,
+                        ssrc,
+                    };
+                    media::rtp::write(&h, &numbered(ts / 160), &mut packet);
                 } else {
                     let pcm: Vec<i16> = (0..160)
                         .map(|_| {
@@ -1041,6 +1065,12 @@ impl RtpPeer {
         self.shared.lock().expect("lock").freq = freq;
     }
 
+    /// From now on every packet carries its number ([`frame_number`] reads it back from the
+    /// decoded audio), so a test can check that each 20 ms arrived exactly once and in order.
+    pub fn count(&self) {
+        self.shared.lock().expect("lock").count = true;
+    }
+
     /// Stops (or resumes) sending anything.
     pub fn mute(&self, on: bool) {
         self.shared.lock().expect("lock").mute = on;
@@ -1055,6 +1085,16 @@ impl RtpPeer {
     pub async fn listen(&self, window: Duration) -> Vec<i16> {
         let from = Instant::now();
         tokio::time::sleep(window).await;
+        let s = self.shared.lock().expect("lock");
+        s.audio
+            .iter()
+            .filter(|(at, _)| *at >= from)
+            .flat_map(|(_, pcm)| pcm.iter().copied())
+            .collect()
+    }
+
+    /// The audio received since `from`.
+    pub fn heard_since(&self, from: Instant) -> Vec<i16> {
         let s = self.shared.lock().expect("lock");
         s.audio
             .iter()
@@ -1090,4 +1130,24 @@ pub async fn media_party(scenario: &str, law_a: bool, subst: &[(&str, &str)]) ->
     all.extend_from_slice(subst);
     let sipp = Sipp::uas_with(scenario, 1, &[], &all);
     (rtp, sipp)
+}
+
+/// A G.711 payload whose first three bytes spell `n` in base 64 (μ-law codes 0x80–0xBF, each of
+/// which survives decoding and re-encoding unchanged), the rest silence.
+fn numbered(n: u32) -> Vec<u8> {
+    let mut p = vec![0xffu8; 160];
+    p[0] = 0x80 | ((n >> 12) & 63) as u8;
+    p[1] = 0x80 | ((n >> 6) & 63) as u8;
+    p[2] = 0x80 | (n & 63) as u8;
+    p
+}
+
+/// The number [`RtpPeer::count`] put in a 20 ms frame of decoded μ-law audio, if it has one.
+pub fn frame_number(pcm: &[i16]) -> Option<u32> {
+    let mut b = Vec::new();
+    media::g711::encode(media::g711::Law::Mu, pcm.get(..3)?, &mut b);
+    if b.iter().any(|x| x & 0xc0 != 0x80) {
+        return None;
+    }
+    Some(((b[0] as u32 & 63) << 12) | ((b[1] as u32 & 63) << 6) | (b[2] as u32 & 63))
 }

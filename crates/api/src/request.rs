@@ -126,6 +126,10 @@ pub struct StartStream {
     pub port: u16,
     pub sample_rate: u32,
     pub metadata: Option<Map<String, Value>>,
+    /// `botstream` (default) or `twilio` (Twilio Media Streams).
+    pub protocol: media::stream::Protocol,
+    /// 0 (off) to 30: how long to reconnect a failed socket, keeping the caller's audio.
+    pub resume_secs: u32,
 }
 
 /// §3.6
@@ -522,6 +526,20 @@ fn start_stream(f: &Fields) -> Result<StartStream, ApiError> {
         },
     };
     let (host, path) = split_ws_host(&host_field)?;
+    let protocol = match f.opt_string("protocol")?.as_deref() {
+        None | Some("botstream") => media::stream::Protocol::Botstream,
+        Some("twilio") => media::stream::Protocol::Twilio,
+        Some(p) => {
+            return Err(ApiError::schema(format!(
+                "protocol must be botstream or twilio, not '{p}'"
+            )))
+        }
+    };
+    if protocol == media::stream::Protocol::Twilio && sample_rate != 8000 {
+        return Err(ApiError::schema(
+            "sample_rate must be 8000 with the twilio protocol",
+        ));
+    }
     Ok(StartStream {
         call_uuid,
         url: format!("wss://{host}:{port}{path}"),
@@ -529,6 +547,8 @@ fn start_stream(f: &Fields) -> Result<StartStream, ApiError> {
         port,
         sample_rate,
         metadata: f.object("metadata")?.cloned(),
+        protocol,
+        resume_secs: f.u32("resume_secs", 0, 30)?.unwrap_or(0),
     })
 }
 

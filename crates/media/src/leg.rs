@@ -24,9 +24,9 @@ use crate::jitter::{JitterBuffer, Pulled};
 use crate::mix::{self, Feed, LinkRx, LinkTx, Tap};
 use crate::playout::PlayoutQueue;
 use crate::ports::PortLease;
-use crate::resample::Upsampler;
 use crate::rtcp::{self, ReceiverStats, ReportBlock, RtcpPacket};
 use crate::rtp::{self, RtpHeader, SeqExtender};
+use crate::stream::{AfterClose, AppStream, StreamConfig};
 use crate::wav::StereoWavWriter;
 use crate::ws::{self, FromApp, Session};
 
@@ -40,8 +40,8 @@ pub const ALREADY_STREAMING: &str = "the call already has a stream";
 /// A digit being sent: its RTP timestamp and the telephone-event packets still to go.
 type DigitInFlight = (u32, std::collections::VecDeque<(bool, [u8; 4])>);
 
-/// A stream's handshake result, the sample rate asked for, and the request it answers.
-type Opened = (Result<Session, String>, u32, u64);
+/// A handshake's result and the request it answers (`None`: a reconnect).
+type Opened = (Result<Session, String>, Option<u64>);
 
 /// Counters shared with /metrics.
 #[derive(Debug)]
@@ -145,9 +145,11 @@ pub enum Command {
     Hold(bool),
     StartStream {
         req: u64,
-        url: String,
-        first_frame: String,
-        sample_rate: u32,
+        config: Box<StreamConfig>,
+    },
+    /// A key press to tell the app, for protocols that carry them (Twilio's `dtmf`).
+    StreamDtmf {
+        digit: char,
     },
     /// Answered with [`Event::Done`] when `req` is given (an error when there was no stream).
     StopStream {
@@ -199,6 +201,10 @@ pub enum Event {
         reason: String,
         code: u16,
     },
+    /// The app's socket failed and a new one took over (api.md §3.5 `resume_secs`).
+    StreamResumed {
+        gap_ms: u64,
+    },
     PlayMark {
         name: String,
     },
@@ -211,10 +217,10 @@ pub enum Event {
         path: PathBuf,
         duration_ms: u64,
     },
-    /// The answer to a command that named a request.
+    /// The answer to a command that named a request; a stop_play's says what the clear cut.
     Done {
         req: u64,
-        result: Result<(), String>,
+        result: Result<Option<crate::stream::Cleared>, String>,
     },
     /// The leg is gone. `None` when it ended without being told to (its task failed): the call
     /// core ends the call.
@@ -243,9 +249,13 @@ pub fn spawn(
     tx
 }
 
+/// The stream to the app: what it is ([`AppStream`]) and its socket, absent while the first
+/// handshake or a reconnect is under way.
 struct Stream {
-    session: Session,
-    up: Option<Upsampler>,
+    app: AppStream,
+    session: Option<Session>,
+    /// A handshake is in flight (its result comes back on the `opened` channel).
+    opening: bool,
 }
 
 struct Recording {
@@ -290,7 +300,6 @@ struct Leg {
     /// app does not wait for it.
     jitter: JitterBuffer,
     stream: Option<Stream>,
-    connecting: bool,
     opened: Option<mpsc::Sender<Opened>>,
     recording: Option<Recording>,
     /// Consumers of the caller's audio on our clock (CPA, in-band DTMF).
@@ -354,7 +363,6 @@ impl Leg {
             started: Instant::now(),
             jitter: JitterBuffer::new(SAMPLES, 50),
             stream: None,
-            connecting: false,
             opened: None,
             recording: None,
             taps: Vec::new(),
@@ -383,10 +391,24 @@ impl Leg {
         loop {
             // Last in the biased order, so it runs after whatever this wake-up brought: the
             // frames those packets queued are written in the same turn.
-            let app_io = std::future::poll_fn(|cx| match self.stream.as_mut() {
-                Some(s) => s.session.poll_io(cx),
-                None => std::task::Poll::Pending,
+            let retry_at = self
+                .stream
+                .as_ref()
+                .filter(|s| !s.opening)
+                .and_then(|s| s.app.next_try())
+                .map(tokio::time::Instant::from_std);
+            let app_io = std::future::poll_fn(|cx| {
+                match self.stream.as_mut().and_then(|s| s.session.as_mut()) {
+                    Some(s) => s.poll_io(cx),
+                    None => std::task::Poll::Pending,
+                }
             });
+            let retry = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 r = self.lease.rtp.readable() => {
@@ -404,7 +426,8 @@ impl Leg {
                         }
                     }
                 }
-                Some((result, sample_rate, req)) = connected.recv() => self.stream_opened(result, sample_rate, req),
+                Some((result, req)) = connected.recv() => self.stream_opened(result, req),
+                _ = retry => self.reconnect(),
                 _ = &mut tick => {
                     self.tick().await;
                     ticks += 1;
@@ -447,7 +470,10 @@ impl Leg {
     }
 
     fn done(&self, req: u64, result: Result<(), String>) {
-        self.emit(Event::Done { req, result });
+        self.emit(Event::Done {
+            req,
+            result: result.map(|()| None),
+        });
     }
 
     async fn command(&mut self, c: Command) {
@@ -469,27 +495,28 @@ impl Leg {
                     self.last_rtp = Some(Instant::now());
                 }
             }
-            Command::StartStream {
-                req,
-                url,
-                first_frame,
-                sample_rate,
-            } => {
-                if self.stream.is_some() || self.connecting {
+            Command::StartStream { req, config } => {
+                if self.stream.is_some() {
                     self.done(req, Err(ALREADY_STREAMING.into()));
                     return;
                 }
-                self.connecting = true;
-                let tls = self.cfg.tls.clone();
-                let counters = self.cfg.counters.clone();
-                let back = self.opened.clone();
-                tokio::spawn(async move {
-                    let r =
-                        ws::open(&url, tls, first_frame, Duration::from_secs(3), counters).await;
-                    if let Some(back) = back {
-                        let _ = back.send((r, sample_rate, req)).await;
-                    }
+                self.playout = Some(PlayoutQueue::new(config.sample_rate, PLAYOUT_MAX_MS));
+                let mut app = AppStream::new(*config);
+                let frames = app.opening_frames(std::time::Instant::now());
+                let url = app.cfg.url.clone();
+                self.stream = Some(Stream {
+                    app,
+                    session: None,
+                    opening: true,
                 });
+                self.open(url, frames, Some(req));
+            }
+            Command::StreamDtmf { digit } => {
+                if let Some(s) = self.stream.as_mut() {
+                    if let (Some(m), Some(session)) = (s.app.dtmf(digit), s.session.as_mut()) {
+                        session.send(m, None);
+                    }
+                }
             }
             Command::StopStream { req, reason } => {
                 let had = self.stop_stream(&reason, 0);
@@ -502,13 +529,11 @@ impl Leg {
                 }
             }
             Command::StopPlay { req } => {
-                let had = self.playout.is_some();
-                self.clear_playout();
-                self.done(
-                    req,
-                    had.then_some(())
-                        .ok_or_else(|| "the call has no stream playing".into()),
-                );
+                let result = self
+                    .clear_playout()
+                    .map(Some)
+                    .ok_or_else(|| "the call has no stream playing".to_string());
+                self.emit(Event::Done { req, result });
             }
             Command::SendDtmf {
                 digits,
@@ -553,30 +578,111 @@ impl Leg {
         }
     }
 
-    /// The reply to start_stream goes only once the app is really connected (api.md §3.5).
-    fn stream_opened(&mut self, result: Result<Session, String>, sample_rate: u32, req: u64) {
-        self.connecting = false;
-        match result {
-            Ok(session) => {
-                self.playout = Some(PlayoutQueue::new(sample_rate, PLAYOUT_MAX_MS));
-                let up = (sample_rate == 16000).then(Upsampler::new);
-                self.stream = Some(Stream { session, up });
-                self.cfg
-                    .counters
-                    .streams_active
-                    .fetch_add(1, Ordering::Relaxed);
-                self.emit(Event::StreamStarted);
-                self.done(req, Ok(()));
+    /// A handshake in its own task (up to 3 s), so the 20 ms clock never waits on an app; the
+    /// result comes back through `opened`.
+    fn open(&self, url: String, frames: Vec<String>, req: Option<u64>) {
+        let tls = self.cfg.tls.clone();
+        let counters = self.cfg.counters.clone();
+        let back = self.opened.clone();
+        tokio::spawn(async move {
+            let r = ws::open(&url, tls, frames, Duration::from_secs(3), counters).await;
+            if let Some(back) = back {
+                let _ = back.send((r, req)).await;
             }
-            Err(e) => self.done(req, Err(e)),
+        });
+    }
+
+    /// A resumable stream whose socket failed: the next try (api.md §3.5 `resume_secs`).
+    fn reconnect(&mut self) {
+        let Some(s) = self.stream.as_mut() else {
+            return;
+        };
+        s.app.trying();
+        s.opening = true;
+        let frames = s.app.opening_frames(std::time::Instant::now());
+        let url = s.app.cfg.url.clone();
+        self.open(url, frames, None);
+    }
+
+    /// The reply to start_stream goes only once the app is really connected (api.md §3.5); a
+    /// reconnect delivers what the app may have missed before live audio.
+    fn stream_opened(&mut self, result: Result<Session, String>, req: Option<u64>) {
+        let Some(s) = self.stream.as_mut() else {
+            return;
+        };
+        s.opening = false;
+        let now = std::time::Instant::now();
+        match (result, req) {
+            (Ok(mut session), req) => {
+                match s.app.connected(now) {
+                    Some((gap_ms, replay)) => {
+                        for m in replay {
+                            session.send(m, None);
+                        }
+                        s.session = Some(session);
+                        self.playout =
+                            Some(PlayoutQueue::new(s.app.cfg.sample_rate, PLAYOUT_MAX_MS));
+                        self.emit(Event::StreamResumed { gap_ms });
+                    }
+                    None => {
+                        s.session = Some(session);
+                        self.cfg
+                            .counters
+                            .streams_active
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.emit(Event::StreamStarted);
+                    }
+                }
+                if let Some(req) = req {
+                    self.done(req, Ok(()));
+                }
+            }
+            (Err(e), Some(req)) => {
+                self.stream = None;
+                self.playout = None;
+                self.done(req, Err(e));
+            }
+            (Err(e), None) => self.stream_failed(e, 1006),
         }
     }
 
+    /// The app's socket closed or failed (or a reconnect failed): the stream stops, or waits to
+    /// be resumed with the caller's audio kept.
+    fn stream_failed(&mut self, reason: String, code: u16) {
+        let Some(s) = self.stream.as_mut() else {
+            return;
+        };
+        s.session = None;
+        match s.app.closed(std::time::Instant::now(), reason, code) {
+            AfterClose::Reconnecting => {
+                // Audio queued for playing when the socket failed is dropped (api.md §3.5).
+                self.playout = None;
+            }
+            AfterClose::Stopped { reason, code } => {
+                self.end_stream(&reason, code);
+            }
+        }
+    }
+
+    /// Closes the stream (Twilio's `stop` first); `false` when there was none.
     fn stop_stream(&mut self, reason: &str, code: u16) -> bool {
-        let Some(s) = self.stream.take() else {
+        let Some(s) = self.stream.as_mut() else {
             return false;
         };
-        s.session.close();
+        if let Some(mut session) = s.session.take() {
+            if let Some(stop) = s.app.stop() {
+                session.send(stop, None);
+            }
+            session.close();
+        }
+        self.end_stream(reason, code);
+        true
+    }
+
+    fn end_stream(&mut self, reason: &str, code: u16) {
+        if self.stream.take().is_none() {
+            return;
+        }
         self.playout = None;
         self.cfg
             .counters
@@ -586,24 +692,29 @@ impl Leg {
             reason: reason.to_string(),
             code,
         });
-        true
     }
 
-    /// Barge-in: drops the queued audio; marks queued behind it are reported at once, so an
-    /// app waiting for one is not left waiting.
-    fn clear_playout(&mut self) {
-        let Some(q) = self.playout.as_mut() else {
-            return;
-        };
-        for name in q.clear() {
-            self.mark_reached(name);
+    /// Barge-in: drops the queued audio and tells the app what the caller heard of it (api.md
+    /// §3.5 `cleared`; Twilio: a `mark` for each mark dropped). `None` without a playout.
+    fn clear_playout(&mut self) -> Option<crate::stream::Cleared> {
+        let cleared = self.playout.as_mut()?.clear();
+        if let Some(s) = self.stream.as_mut() {
+            let msgs = s.app.cleared(&cleared);
+            if let Some(session) = s.session.as_mut() {
+                for m in msgs {
+                    session.send(m, None);
+                }
+            }
         }
+        Some(cleared)
     }
 
     fn mark_reached(&mut self, name: String) {
         if let Some(s) = self.stream.as_mut() {
-            let text = serde_json::json!({"event": "mark", "name": name}).to_string();
-            s.session.send_text(text);
+            let m = s.app.mark(&name);
+            if let Some(session) = s.session.as_mut() {
+                session.send(m, None);
+            }
         }
         self.emit(Event::PlayMark { name });
     }
@@ -643,29 +754,44 @@ impl Leg {
 
     fn on_app(&mut self, m: FromApp) {
         match m {
+            // Binary frames are audio in our protocol only (Twilio's audio comes as text).
             FromApp::Audio(bytes) => {
-                if let Some(q) = self.playout.as_mut() {
-                    if let Some(o) = q.push_pcm(&bytes) {
-                        self.emit(Event::Error {
-                            status: format!(
-                                "playout queue over {} s: dropped {} ms of the oldest audio",
-                                PLAYOUT_MAX_MS / 1000,
-                                o.dropped_ms
-                            ),
-                        });
-                    }
+                if self.stream.as_ref().is_some_and(|s| s.app.takes_binary()) {
+                    self.play(&bytes);
                 }
             }
-            FromApp::Clear => self.clear_playout(),
+            FromApp::Clear => {
+                self.clear_playout();
+            }
             FromApp::Mark(name) => {
                 if let Some(q) = self.playout.as_mut() {
                     q.push_mark(name);
                 }
             }
-            // The app went away: the call stays up (api.md §3.5).
-            FromApp::Closed { reason, code } => {
-                self.stop_stream(&reason, code);
-            }
+            FromApp::Text(t) => match self.stream.as_ref().and_then(|s| s.app.from_app_text(&t)) {
+                Some(FromApp::Audio(bytes)) => self.play(&bytes),
+                Some(m) => self.on_app(m),
+                None => {}
+            },
+            // The app went away: the call stays up (api.md §3.5), and a failed socket of a
+            // resumable stream is reconnected.
+            FromApp::Closed { reason, code } => self.stream_failed(reason, code),
+        }
+    }
+
+    /// The app's audio (s16le at the stream's rate) onto the playout queue.
+    fn play(&mut self, bytes: &[u8]) {
+        let Some(q) = self.playout.as_mut() else {
+            return;
+        };
+        if let Some(o) = q.push_pcm(bytes) {
+            self.emit(Event::Error {
+                status: format!(
+                    "playout queue over {} s: dropped {} ms of the oldest audio",
+                    PLAYOUT_MAX_MS / 1000,
+                    o.dropped_ms
+                ),
+            });
         }
     }
 
@@ -732,15 +858,11 @@ impl Leg {
             self.push_links(Tap::Received, &frame);
         }
         if let Some(s) = self.stream.as_mut() {
-            let bytes = match s.up.as_mut() {
-                Some(up) => {
-                    let mut wide = Vec::with_capacity(pcm.len() * 2);
-                    up.process(&pcm, &mut wide);
-                    to_le_bytes(&wide)
+            if let Some(m) = s.app.caller_frame(&pcm) {
+                if let Some(session) = s.session.as_mut() {
+                    session.send(m, Some(now.into_std()));
                 }
-                None => to_le_bytes(&pcm),
-            };
-            s.session.send_audio(bytes, now.into_std());
+            }
         }
         if self.recording.is_some() || !self.taps.is_empty() {
             let arrival_ms = (now - self.started).as_millis() as u64;
@@ -962,12 +1084,4 @@ impl Leg {
         let (_, q) = self.dtmf_active.as_mut()?;
         q.pop_front().map(|p| (pt, p))
     }
-}
-
-fn to_le_bytes(pcm: &[i16]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(pcm.len() * 2);
-    for s in pcm {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out
 }

@@ -43,6 +43,10 @@ pub struct PlayoutQueue {
     marks: VecDeque<(u64, String)>,
     /// Marks that must fire at the next frame whatever the position (pushed out by the bound).
     forced: usize,
+    /// Samples of the app's audio played to the caller, and that count at the last point the
+    /// app knows of (the start, the last mark reached, the last clear): what `cleared` reports.
+    heard: u64,
+    heard_at_ref: u64,
     scratch_in: Vec<i16>,
     scratch_out: Vec<i16>,
 }
@@ -59,6 +63,8 @@ impl PlayoutQueue {
             played: 0,
             marks: VecDeque::new(),
             forced: 0,
+            heard: 0,
+            heard_at_ref: 0,
             scratch_in: Vec::new(),
             scratch_out: Vec::new(),
         }
@@ -132,16 +138,24 @@ impl PlayoutQueue {
         self.marks.push_back((self.end(), name));
     }
 
-    /// Barge-in: drops all queued audio (and marks not yet reached — return their names so the
-    /// shell can still tell the app they were cleared).
-    pub fn clear(&mut self) -> Vec<String> {
+    /// Barge-in (api.md §3.5 `cleared`): drops all queued audio and the marks not yet reached,
+    /// and says how much the caller heard since the last mark reached (or the start, or the last
+    /// clear) and how much was dropped.
+    pub fn clear(&mut self) -> crate::stream::Cleared {
+        let dropped = self.queue.len() as u64;
         self.played = self.end();
         self.queue.clear();
         // A half sample belongs to the audio being dropped; the filter history does not matter
         // (the cut is a discontinuity anyway).
         self.odd_byte = None;
         self.forced = 0;
-        self.marks.drain(..).map(|(_, name)| name).collect()
+        let played_ms = (self.heard - self.heard_at_ref) / SAMPLES_PER_MS as u64;
+        self.heard_at_ref = self.heard;
+        crate::stream::Cleared {
+            played_ms,
+            dropped_ms: dropped / SAMPLES_PER_MS as u64,
+            marks: self.marks.drain(..).map(|(_, name)| name).collect(),
+        }
     }
 
     /// Fills exactly 160 samples (20 ms at 8 kHz) for the next RTP packet: queued audio,
@@ -154,6 +168,7 @@ impl PlayoutQueue {
         }
         out[n..].fill(0);
         self.played += n as u64;
+        self.heard += n as u64;
         // A burst (TTS, or frames bunched by a busy machine) leaves a large allocation behind;
         // once it has played out, give it back rather than hold it for the rest of the call.
         if self.queue.len() < FRAME && self.queue.capacity() > SHRINK_ABOVE {
@@ -166,7 +181,10 @@ impl PlayoutQueue {
                 break;
             }
             self.forced = self.forced.saturating_sub(1);
-            if let Some((_, name)) = self.marks.pop_front() {
+            if let Some((pos, name)) = self.marks.pop_front() {
+                // Counted from the mark: what played of this frame after it.
+                let after = self.played.saturating_sub(pos).min(n as u64);
+                self.heard_at_ref = self.heard - after;
                 reached.push(name);
             }
         }
@@ -263,6 +281,41 @@ mod tests {
     }
 
     #[test]
+    fn a_clear_says_what_was_heard_since_the_last_mark_and_what_was_dropped() {
+        let mut q = PlayoutQueue::new(8000, 60_000);
+        let mut out = [0i16; 160];
+        // 1 s of audio, a mark, then 2 s more.
+        q.push_pcm(&bytes_of(&ramp(8000)));
+        q.push_mark("intro".into());
+        q.push_pcm(&bytes_of(&ramp(16000)));
+        // 1.5 s plays: the mark is reached after 1 s, 0.5 s more is heard.
+        for _ in 0..75 {
+            q.next_frame(&mut out);
+        }
+        let c = q.clear();
+        assert_eq!(c.played_ms, 500);
+        assert_eq!(c.dropped_ms, 1500);
+        assert!(c.marks.is_empty());
+        // Counted again from the clear; silence between is not audio heard.
+        for _ in 0..10 {
+            q.next_frame(&mut out);
+        }
+        q.push_pcm(&bytes_of(&ramp(800)));
+        q.push_mark("late".into());
+        q.push_pcm(&bytes_of(&ramp(800)));
+        q.next_frame(&mut out);
+        let c = q.clear();
+        assert_eq!((c.played_ms, c.dropped_ms), (20, 180));
+        assert_eq!(c.marks, ["late"]);
+        // A mark reached mid-frame counts from where it sits.
+        q.push_pcm(&bytes_of(&ramp(80)));
+        q.push_mark("m".into());
+        q.push_pcm(&bytes_of(&ramp(800)));
+        assert_eq!(q.next_frame(&mut out).0, ["m"]);
+        assert_eq!(q.clear().played_ms, 10);
+    }
+
+    #[test]
     fn clear_drops_everything_at_once() {
         let mut q = PlayoutQueue::new(8000, 60_000);
         q.push_pcm(&bytes_of(&ramp(8000)));
@@ -270,7 +323,7 @@ mod tests {
         q.push_pcm(&bytes_of(&ramp(800)));
         q.push_mark("b".into());
         q.push_pcm(&[9]); // half a sample
-        assert_eq!(q.clear(), ["a", "b"]);
+        assert_eq!(q.clear().marks, ["a", "b"]);
         assert_eq!(q.queued_ms(), 0);
         let mut out = [1i16; 160];
         assert_eq!(q.next_frame(&mut out), (vec![], false));
@@ -368,7 +421,7 @@ mod tests {
         let (marks, _) = q.next_frame(&mut [0; 160]);
         assert_eq!(marks.len(), 10);
         assert_eq!(marks[0], "0");
-        assert_eq!(q.clear().len(), MAX_MARKS);
+        assert_eq!(q.clear().marks.len(), MAX_MARKS);
 
         q.push_pcm(&bytes_of(&ramp(1600)));
         for i in 0..3 * MAX_MARKS {
@@ -378,7 +431,7 @@ mod tests {
         let (marks, _) = q.next_frame(&mut [0; 160]);
         // All that were pushed out of the first MAX_MARKS fire; none are left behind forever.
         assert_eq!(marks.len(), MAX_MARKS);
-        assert_eq!(q.clear().len(), MAX_MARKS);
+        assert_eq!(q.clear().marks.len(), MAX_MARKS);
     }
 
     #[test]

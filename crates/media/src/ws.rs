@@ -33,6 +33,8 @@ pub enum FromApp {
     Audio(Vec<u8>),
     Clear,
     Mark(String),
+    /// A text frame, read by the stream's protocol ([`crate::stream::AppStream::from_app_text`]).
+    Text(String),
     /// The stream is over; `code` 0 when the app closed it normally.
     Closed {
         reason: String,
@@ -40,10 +42,11 @@ pub enum FromApp {
     },
 }
 
-enum Outgoing {
-    /// A caller frame and when its RTP packet arrived (for the forwarding latency).
-    Audio(Vec<u8>, Instant),
-    Text(String),
+/// A message waiting for the socket; caller audio carries when its RTP packet arrived (for the
+/// forwarding latency).
+struct Outgoing {
+    msg: Message,
+    arrived: Option<Instant>,
 }
 
 /// How much caller audio may wait for a slow app before frames are shed (10 s of 20 ms frames).
@@ -64,21 +67,21 @@ pub struct Session {
 }
 
 impl Session {
-    /// Queues a caller frame; it is written on the media task's next poll. When the app has not
-    /// read 10 s of audio the frame is shed and counted.
-    pub fn send_audio(&mut self, pcm: Vec<u8>, arrived: Instant) {
-        if self.out.len() >= OUT_QUEUE {
+    /// Queues a message of the stream's protocol; it is written on the media task's next poll.
+    /// Caller audio (`arrived` given) is shed and counted when the app has not read 10 s of it;
+    /// anything else (marks, DTMF, the opening frames) never is.
+    pub fn send(&mut self, m: crate::stream::Outgoing, arrived: Option<Instant>) {
+        if arrived.is_some() && self.out.len() >= OUT_QUEUE {
             self.counters
                 .ws_frames_dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        self.out.push_back(Outgoing::Audio(pcm, arrived));
-    }
-
-    /// Text frames (marks) are never shed.
-    pub fn send_text(&mut self, text: String) {
-        self.out.push_back(Outgoing::Text(text));
+        let msg = match m {
+            crate::stream::Outgoing::Binary(b) => Message::Binary(b.into()),
+            crate::stream::Outgoing::Text(t) => Message::Text(t.into()),
+        };
+        self.out.push_back(Outgoing { msg, arrived });
     }
 
     /// Writes what is queued, then reads. Ready only with something from the app, or with
@@ -94,14 +97,12 @@ impl Session {
                 Poll::Ready(Err(e)) => return Poll::Ready(closed(e)),
                 Poll::Pending => break,
             }
-            let msg = match self.out.pop_front() {
-                Some(Outgoing::Audio(b, at)) => {
-                    self.unflushed.push(at);
-                    Message::Binary(b.into())
-                }
-                Some(Outgoing::Text(t)) => Message::Text(t.into()),
-                None => break,
+            let Some(Outgoing { msg, arrived }) = self.out.pop_front() else {
+                break;
             };
+            if let Some(at) = arrived {
+                self.unflushed.push(at);
+            }
             if let Err(e) = Pin::new(&mut self.ws).start_send(msg) {
                 return Poll::Ready(closed(e));
             }
@@ -126,11 +127,7 @@ impl Session {
             };
             match msg {
                 Some(Ok(Message::Binary(b))) => return Poll::Ready(FromApp::Audio(b.to_vec())),
-                Some(Ok(Message::Text(t))) => {
-                    if let Some(m) = parse_control(&t) {
-                        return Poll::Ready(m);
-                    }
-                }
+                Some(Ok(Message::Text(t))) => return Poll::Ready(FromApp::Text(t.to_string())),
                 Some(Ok(Message::Close(frame))) => {
                     let normal = frame
                         .as_ref()
@@ -167,11 +164,7 @@ impl Session {
         let Session { mut ws, out, .. } = self;
         tokio::spawn(async move {
             let _ = tokio::time::timeout(CLOSE_WAIT, async move {
-                for m in out {
-                    let msg = match m {
-                        Outgoing::Audio(b, _) => Message::Binary(b.into()),
-                        Outgoing::Text(t) => Message::Text(t.into()),
-                    };
+                for Outgoing { msg, .. } in out {
                     if ws.feed(msg).await.is_err() {
                         return;
                     }
@@ -269,11 +262,12 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
-/// Opens the stream: TLS and WebSocket handshakes within `timeout`, then the first text frame.
+/// Opens the stream: TLS and WebSocket handshakes within `timeout`, then the opening text frames
+/// of its protocol.
 pub async fn open(
     url: &str,
     tls: Arc<ClientConfig>,
-    first_frame: String,
+    first_frames: Vec<String>,
     timeout: Duration,
     counters: Arc<MediaCounters>,
 ) -> Result<Session, String> {
@@ -288,7 +282,12 @@ pub async fn open(
         .await
         .map_err(|_| format!("WebSocket handshake with {url} took longer than {timeout:?}"))?
         .map_err(|e| format!("WebSocket connection to {url} failed: {e}"))?;
-    ws.send(Message::Text(first_frame.into()))
+    for frame in first_frames {
+        ws.feed(Message::Text(frame.into()))
+            .await
+            .map_err(|e| format!("WebSocket {url}: {e}"))?;
+    }
+    ws.flush()
         .await
         .map_err(|e| format!("WebSocket {url}: {e}"))?;
     Ok(Session {
@@ -316,7 +315,7 @@ fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
 }
 
 /// `{"event":"clear"}` and `{"event":"mark","name":"..."}`; anything else is ignored.
-fn parse_control(text: &str) -> Option<FromApp> {
+pub fn parse_control(text: &str) -> Option<FromApp> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     match v.get("event")?.as_str()? {
         "clear" => Some(FromApp::Clear),

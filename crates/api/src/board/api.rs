@@ -167,27 +167,12 @@ fn media_request(sb: &mut Switchboard, req: Option<ReqId>, uuid: &str, request: 
     let Some(ReqId(id)) = req else { return };
     let (kind, command) = match request {
         MediaRequest::StartStream(s) => {
-            let mut first = Map::new();
-            first.insert("call_uuid".into(), Value::from(l.uuid.clone()));
-            first.insert("tenant_id".into(), Value::from(l.target.tenant_id.clone()));
-            if let Some(p) = &l.target.call_params {
-                first.insert("call_params".into(), Value::Object(p.clone()));
-            }
-            first.insert("from_number".into(), Value::from(l.from_number.clone()));
-            first.insert("to_number".into(), Value::from(l.to_number.clone()));
-            first.insert("sample_rate".into(), Value::from(s.sample_rate));
-            first.insert("encoding".into(), Value::from("pcm_s16le"));
-            first.insert("channels".into(), Value::from(1));
-            if let Some(m) = &s.metadata {
-                first.insert("metadata".into(), Value::Object(m.clone()));
-            }
+            let config = stream_config(l, &s);
             let command = C::StartStream {
                 req: id,
-                url: s.url.clone(),
-                first_frame: Value::Object(first).to_string(),
-                sample_rate: s.sample_rate,
+                config: Box::new(config),
             };
-            (MediaReq::StartStream, command)
+            (MediaReq::StartStream(s.protocol.name()), command)
         }
         MediaRequest::StopStream => (
             MediaReq::StopStream,
@@ -232,7 +217,13 @@ fn media_request(sb: &mut Switchboard, req: Option<ReqId>, uuid: &str, request: 
             return sb.reply(req, r);
         }
     };
-    sb.legs.get_mut(&leg).expect("leg").pending.insert(id, kind);
+    let l = sb.legs.get_mut(&leg).expect("leg");
+    if let MediaReq::StartStream(protocol) = kind {
+        if !l.streaming {
+            l.stream_protocol = protocol;
+        }
+    }
+    l.pending.insert(id, kind);
     sb.media(leg, command);
 }
 
@@ -290,4 +281,67 @@ fn snoop(sb: &mut Switchboard, target: &str, listener: &str, mode: SnoopMode) ->
     });
     joins::sync_links(sb);
     Ok(Map::new())
+}
+
+/// What the stream's opening message says (api.md §3.5): ours, the first frame with the call's
+/// particulars; Twilio's, the `start` object a Twilio bot expects.
+fn stream_config(
+    l: &super::leg::Leg,
+    s: &crate::request::StartStream,
+) -> media::stream::StreamConfig {
+    use media::stream::Protocol;
+    let mut first = Map::new();
+    match s.protocol {
+        Protocol::Botstream => {
+            first.insert("call_uuid".into(), Value::from(l.uuid.clone()));
+            first.insert("tenant_id".into(), Value::from(l.target.tenant_id.clone()));
+            if let Some(p) = &l.target.call_params {
+                first.insert("call_params".into(), Value::Object(p.clone()));
+            }
+            first.insert("from_number".into(), Value::from(l.from_number.clone()));
+            first.insert("to_number".into(), Value::from(l.to_number.clone()));
+            first.insert("sample_rate".into(), Value::from(s.sample_rate));
+            first.insert("encoding".into(), Value::from("pcm_s16le"));
+            first.insert("channels".into(), Value::from(1));
+            if let Some(m) = &s.metadata {
+                first.insert("metadata".into(), Value::Object(m.clone()));
+            }
+        }
+        Protocol::Twilio => {
+            // customParameters: call_params merged with metadata, every value a string.
+            let mut custom = Map::new();
+            for (k, v) in l
+                .target
+                .call_params
+                .iter()
+                .flatten()
+                .chain(s.metadata.iter().flatten())
+            {
+                let text = match v {
+                    Value::String(t) => t.clone(),
+                    other => other.to_string(),
+                };
+                custom.insert(k.clone(), Value::from(text));
+            }
+            first.insert(
+                "streamSid".into(),
+                Value::from(format!("MZ{}", l.uuid.replace('-', ""))),
+            );
+            first.insert("accountSid".into(), Value::from(l.target.tenant_id.clone()));
+            first.insert("callSid".into(), Value::from(l.uuid.clone()));
+            first.insert("tracks".into(), serde_json::json!(["inbound"]));
+            first.insert("customParameters".into(), Value::Object(custom));
+            first.insert(
+                "mediaFormat".into(),
+                serde_json::json!({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}),
+            );
+        }
+    }
+    media::stream::StreamConfig {
+        url: s.url.clone(),
+        protocol: s.protocol,
+        sample_rate: s.sample_rate,
+        resume_secs: s.resume_secs,
+        first,
+    }
 }

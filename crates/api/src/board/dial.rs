@@ -90,6 +90,7 @@ pub(super) fn start(
         refreshing: None,
         transfer: None,
         streaming: false,
+        stream_protocol: "botstream",
         pending: Default::default(),
         cpa_subject: None,
         cpa_running: false,

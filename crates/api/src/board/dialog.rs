@@ -674,6 +674,7 @@ pub(super) fn accept_inbound(sb: &mut Switchboard, now: Instant, req: Option<Req
         transfer: None,
         refer_to: None,
         streaming: false,
+        stream_protocol: "botstream",
         pending: Default::default(),
         cpa_subject: None,
         cpa_running: false,

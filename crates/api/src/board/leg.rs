@@ -72,7 +72,8 @@ pub(super) struct MediaState {
 /// What an API request waiting on the media was, to word its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum MediaReq {
-    StartStream,
+    /// With the protocol asked for, for `stream_started`.
+    StartStream(&'static str),
     StopStream,
     StopPlay,
     /// With the file's path, for the reply.
@@ -136,6 +137,8 @@ pub(super) struct Leg {
     pub refreshing: Option<(u64, u32)>,
     pub transfer: Option<Transfer>,
     pub streaming: bool,
+    /// The protocol of the stream being opened or up, for `stream_*` events.
+    pub stream_protocol: &'static str,
     pub pending: HashMap<u64, MediaReq>,
     /// CPA tapping this leg: its events go to `Some(subject)`; `cpa_running` until its task ends.
     pub cpa_subject: Option<String>,
@@ -395,24 +398,30 @@ pub(super) fn media_input(sb: &mut Switchboard, now: Instant, leg: LegId, input:
         MediaInput::Leg(E::Dtmf { digit, source }) => dtmf(sb, leg, digit, source),
         MediaInput::InbandDtmf(digit) => dtmf(sb, leg, digit, "inband"),
         MediaInput::Leg(E::StreamStarted) => {
-            if let Some(l) = sb.legs.get_mut(&leg) {
-                l.streaming = true;
-            }
-            publish(sb, leg, "stream_started", Map::new());
+            let Some(l) = sb.legs.get_mut(&leg) else {
+                return;
+            };
+            l.streaming = true;
+            let protocol = l.stream_protocol;
+            let f = fields([("protocol", Value::from(protocol))]);
+            publish(sb, leg, "stream_started", f);
         }
         MediaInput::Leg(E::StreamStopped { reason, code }) => {
-            if let Some(l) = sb.legs.get_mut(&leg) {
-                l.streaming = false;
-            }
-            publish(
-                sb,
-                leg,
-                "stream_stopped",
-                fields([
-                    ("reason", Value::from(reason)),
-                    ("reason_code", Value::from(code)),
-                ]),
-            );
+            let Some(l) = sb.legs.get_mut(&leg) else {
+                return;
+            };
+            l.streaming = false;
+            let protocol = l.stream_protocol;
+            let f = fields([
+                ("reason", Value::from(reason)),
+                ("reason_code", Value::from(code)),
+                ("protocol", Value::from(protocol)),
+            ]);
+            publish(sb, leg, "stream_stopped", f);
+        }
+        MediaInput::Leg(E::StreamResumed { gap_ms }) => {
+            let f = fields([("gap_ms", Value::from(gap_ms))]);
+            publish(sb, leg, "stream_resumed", f);
         }
         MediaInput::Leg(E::PlayMark { name }) => {
             publish(sb, leg, "play_mark", fields([("name", Value::from(name))]))
@@ -472,8 +481,12 @@ pub(super) fn media_input(sb: &mut Switchboard, now: Instant, leg: LegId, input:
     }
 }
 
-/// A key press: reported to the app, and played to the other side of a bridge (RFC 4733).
+/// A key press: reported to the app (on its stream too, for protocols that carry them), and
+/// played to the other side of a bridge (RFC 4733).
 pub(super) fn dtmf(sb: &mut Switchboard, leg: LegId, digit: char, source: &'static str) {
+    if sb.legs.get(&leg).is_some_and(|l| l.streaming) {
+        sb.media(leg, media::leg::Command::StreamDtmf { digit });
+    }
     publish(
         sb,
         leg,
@@ -515,17 +528,27 @@ pub(super) fn error_event(sb: &mut Switchboard, leg: LegId, status: String, code
 }
 
 /// The media's answer to an API request.
-fn media_done(sb: &mut Switchboard, leg: LegId, req: u64, result: Result<(), String>) {
+fn media_done(
+    sb: &mut Switchboard,
+    leg: LegId,
+    req: u64,
+    result: Result<Option<media::stream::Cleared>, String>,
+) {
     let Some(kind) = sb.legs.get_mut(&leg).and_then(|l| l.pending.remove(&req)) else {
         return;
     };
     let reply = match (kind, result) {
-        (MediaReq::StartRecord(path), Ok(())) => Ok(fields([("path", Value::from(path))])),
-        (_, Ok(())) => Ok(Map::new()),
-        (MediaReq::StartStream, Err(e)) if e == media::leg::ALREADY_STREAMING => {
+        (MediaReq::StartRecord(path), Ok(_)) => Ok(fields([("path", Value::from(path))])),
+        // api.md §3.7: what the caller heard of the interrupted audio, and what was dropped.
+        (MediaReq::StopPlay, Ok(Some(c))) => Ok(fields([
+            ("played_ms", Value::from(c.played_ms)),
+            ("dropped_ms", Value::from(c.dropped_ms)),
+        ])),
+        (_, Ok(_)) => Ok(Map::new()),
+        (MediaReq::StartStream(_), Err(e)) if e == media::leg::ALREADY_STREAMING => {
             Err(ApiError::new(StatusCode::AlreadyStreaming, e))
         }
-        (MediaReq::StartStream, Err(e)) => Err(ApiError::new(StatusCode::StreamInitFailed, e)),
+        (MediaReq::StartStream(_), Err(e)) => Err(ApiError::new(StatusCode::StreamInitFailed, e)),
         (MediaReq::StopPlay, Err(e)) => Err(ApiError::new(StatusCode::StopPlayFailed, e)),
         (MediaReq::StopStream | MediaReq::StartRecord(_) | MediaReq::StopRecord, Err(e)) => {
             Err(ApiError::new(StatusCode::InvalidRequest, e))

@@ -1102,6 +1102,8 @@ fn every_request_on_an_ending_call_gets_one_reply() {
         port: 1,
         sample_rate: 8000,
         metadata: None,
+        protocol: media::stream::Protocol::Botstream,
+        resume_secs: 0,
     };
     let pending = b.command(Command::Media {
         uuid: uuid.clone(),
