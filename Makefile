@@ -25,6 +25,15 @@ deps-run:
 
 deps-test:
 	$(call ensure,nats-server:nats-server sipp:sip-tester)
+	@python3 -m venv --help >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-venv; }
+
+# The Pipecat bot of examples/pipecat (tests/tests/pipecat.rs runs it), in a venv under target/.
+PIPECAT_VENV := target/pipecat-venv
+$(PIPECAT_VENV)/.installed: examples/pipecat/requirements.txt
+	python3 -m venv $(PIPECAT_VENV)
+	$(PIPECAT_VENV)/bin/pip install -q -r examples/pipecat/requirements.txt
+	touch $@
 
 build:
 	$(CARGO) build --release -p botstream
@@ -32,7 +41,7 @@ build:
 run: deps-run build
 	./scripts/run.sh
 
-test: deps-test
+test: deps-test $(PIPECAT_VENV)/.installed
 	$(CARGO) build -p botstream
 	$(CARGO) test --workspace --no-fail-fast
 
