@@ -1108,6 +1108,11 @@ impl RtpPeer {
         self.shared.lock().expect("lock").events.clone()
     }
 
+    /// Where the switch's RTP comes from (its RTP port), once it has sent something.
+    pub fn switch_addr(&self) -> Option<std::net::SocketAddr> {
+        self.shared.lock().expect("lock").remote
+    }
+
     /// Whether the switch has sent us anything yet.
     pub fn connected(&self) -> bool {
         self.shared.lock().expect("lock").remote.is_some()

@@ -274,3 +274,61 @@ async fn a_twilio_app_gets_twilio_messages_and_is_heard() {
     app.hang_up(&uuid).await;
     party.finish(T).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_from_a_stranger_is_neither_heard_nor_answered() {
+    let (_nats, sw, mut app, rtp, party, uuid) = call().await;
+    let mut ws = WsServer::start().await;
+    let port = ws.port;
+    let mut conn = start_stream(
+        &app,
+        &mut ws,
+        json!({"call_uuid": uuid, "websocket_host": "127.0.0.1", "websocket_port": port}),
+    )
+    .await;
+    // The caller is quiet; a stranger on another address floods the call's RTP port with a
+    // loud tone, hoping to be heard by the bot and to take the caller's audio for itself.
+    let target = rtp.switch_addr().expect("the switch sends to the caller");
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let flood = tokio::spawn(async move {
+        let tone = tone(1000.0, 160, 16000.0);
+        for i in 0..150u16 {
+            let mut payload = Vec::new();
+            media::g711::encode(media::g711::Law::Mu, &tone, &mut payload);
+            let mut p = Vec::new();
+            let h = media::rtp::RtpHeader {
+                payload_type: 0,
+                marker: false,
+                seq: 40000 + i,
+                timestamp: i as u32 * 160,
+                ssrc: 0xbad,
+            };
+            media::rtp::write(&h, &payload, &mut p);
+            let _ = stranger.send_to(&p, target).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let heard = conn.collect(Duration::from_millis(1200)).await;
+    flood.await.unwrap();
+    assert!(
+        heard.len() > 5000,
+        "the caller's audio still flows: {}",
+        heard.len()
+    );
+    assert!(
+        rms(&heard) < 100.0,
+        "the bot never hears the stranger: rms {}",
+        rms(&heard)
+    );
+    // The caller still gets the switch's audio: nothing was redirected.
+    assert!(rtp.listen(Duration::from_millis(400)).await.len() > 2000);
+    let (_, metrics) = sw.http_get("/metrics").unwrap();
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("botstream_rtp_foreign_dropped_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(dropped >= 100, "counted: {dropped}");
+    app.hang_up(&uuid).await;
+    party.finish(T).unwrap();
+}

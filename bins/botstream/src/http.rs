@@ -111,6 +111,15 @@ fn metrics(sw: &api::Switch) -> String {
     );
     one(
         &mut s,
+        "botstream_rtp_foreign_dropped_total",
+        "counter",
+        sw.media
+            .counters
+            .rtp_foreign_dropped
+            .load(Ordering::Relaxed),
+    );
+    one(
+        &mut s,
         "botstream_rtp_ticks_skipped_total",
         "counter",
         sw.media.counters.ticks_skipped.load(Ordering::Relaxed),

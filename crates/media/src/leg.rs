@@ -18,14 +18,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::dtmf::{self, Rfc4733Receiver};
-use crate::g711::{self, Law};
+use crate::g711::Law;
 use crate::jitter::{JitterBuffer, Pulled};
 use crate::mix::{self, Feed, LinkRx, LinkTx, Tap};
 use crate::playout::PlayoutQueue;
 use crate::ports::PortLease;
-use crate::rtcp::{self, ReceiverStats, ReportBlock, RtcpPacket};
-use crate::rtp::{self, RtpHeader, SeqExtender};
+use crate::rtcp;
+use crate::rtp;
+use crate::session::{RtpSession, SessionEvent};
 use crate::stream::{AfterClose, AppStream, StreamConfig};
 use crate::wav::StereoWavWriter;
 use crate::ws::{self, FromApp, Session};
@@ -36,9 +36,6 @@ const SAMPLES: usize = 160;
 const PLAYOUT_MAX_MS: u32 = 60_000;
 /// The error text for a second start_stream (the api maps it to 144).
 pub const ALREADY_STREAMING: &str = "the call already has a stream";
-
-/// A digit being sent: its RTP timestamp and the telephone-event packets still to go.
-type DigitInFlight = (u32, std::collections::VecDeque<(bool, [u8; 4])>);
 
 /// A handshake's result and the request it answers (`None`: a reconnect).
 type Opened = (Result<Session, String>, Option<u64>);
@@ -51,6 +48,8 @@ pub struct MediaCounters {
     pub streams_active: AtomicI64,
     /// Caller frames shed because the app read too slowly.
     pub ws_frames_dropped: AtomicU64,
+    /// RTP and RTCP refused because it came from somewhere else than the peer's learnt source.
+    pub rtp_foreign_dropped: AtomicU64,
     /// 20 ms sends given up because a call's task woke over 200 ms late (a starved machine):
     /// audio to the caller lost inside the switch.
     pub ticks_skipped: AtomicU64,
@@ -90,6 +89,7 @@ impl Default for MediaCounters {
             streams_active: AtomicI64::new(0),
             ws_frames_dropped: AtomicU64::new(0),
             ticks_skipped: AtomicU64::new(0),
+            rtp_foreign_dropped: AtomicU64::new(0),
             forward_latency: LatencyHistogram::default(),
             bridge_latency: LatencyHistogram::new(&BRIDGE_BUCKETS_US),
         }
@@ -227,15 +227,7 @@ pub enum Event {
     Stopped(Option<Report>),
 }
 
-/// What `call_quality` reports (api.md §4).
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    pub packets_received: u64,
-    pub packets_expected: u64,
-    pub packets_lost: u64,
-    pub jitter_ms: f64,
-    pub rtt_ms: Option<f64>,
-}
+pub use crate::session::Report;
 
 /// Starts leg `id`'s media task; its events arrive on `events` tagged with `id`.
 pub fn spawn(
@@ -270,30 +262,9 @@ struct Leg {
     events: mpsc::UnboundedSender<(u64, Event)>,
     /// Set once [`Event::Stopped`] went out; until then dropping the leg reports a failure.
     stopped: bool,
-    hold: bool,
-    remote: Option<SocketAddr>,
-    law: Law,
-    te_pt: Option<u8>,
-    // Sending.
-    ssrc: u32,
-    seq: u16,
-    ts: u32,
-    sent_packets: u32,
-    sent_octets: u32,
+    /// RTP and RTCP: sources, codec, statistics, key presses (no I/O: [`RtpSession`]).
+    rtp: RtpSession,
     playout: Option<PlayoutQueue>,
-    dtmf_queue: std::collections::VecDeque<(char, u32)>,
-    dtmf_active: Option<DigitInFlight>,
-    dtmf_gap: u32,
-    // Receiving.
-    stats: ReceiverStats,
-    fwd_seq: SeqExtender,
-    fwd_ssrc: Option<u32>,
-    last_fwd: Option<u64>,
-    dtmf_rx: Rfc4733Receiver,
-    last_rtp: Option<Instant>,
-    timed_out: bool,
-    rtt_ms: Option<f64>,
-    last_sr: Option<(u32, Instant)>,
     started: Instant,
     /// The caller's audio on our 20 ms clock (reordered, losses concealed) for the consumers
     /// that need a steady timeline: the recording and call progress analysis. The stream to the
@@ -332,34 +303,21 @@ impl Leg {
         cfg: MediaConfig,
         events: mpsc::UnboundedSender<(u64, Event)>,
     ) -> Leg {
+        let media_timeout = cfg.media_timeout;
         Leg {
             id,
             lease,
             cfg,
             events,
             stopped: false,
-            hold: false,
-            remote: None,
-            law: Law::Mu,
-            te_pt: None,
-            ssrc: rand::random(),
-            seq: rand::random(),
-            ts: rand::random(),
-            sent_packets: 0,
-            sent_octets: 0,
+            rtp: RtpSession::new(
+                std::time::Instant::now(),
+                media_timeout,
+                rand::random(),
+                rand::random(),
+                rand::random(),
+            ),
             playout: None,
-            dtmf_queue: Default::default(),
-            dtmf_active: None,
-            dtmf_gap: 0,
-            stats: ReceiverStats::default(),
-            fwd_seq: SeqExtender::default(),
-            fwd_ssrc: None,
-            last_fwd: None,
-            dtmf_rx: Rfc4733Receiver::new(),
-            last_rtp: None,
-            timed_out: false,
-            rtt_ms: None,
-            last_sr: None,
             started: Instant::now(),
             jitter: JitterBuffer::new(SAMPLES, 50),
             stream: None,
@@ -421,8 +379,8 @@ impl Leg {
                 }
                 r = self.lease.rtcp.readable() => {
                     if r.is_ok() {
-                        while let Ok((n, _)) = self.lease.rtcp.try_recv_from(&mut buf) {
-                            self.on_rtcp(&buf[..n]);
+                        while let Ok((n, from)) = self.lease.rtcp.try_recv_from(&mut buf) {
+                            self.on_rtcp(&buf[..n], from);
                         }
                     }
                 }
@@ -483,18 +441,14 @@ impl Leg {
                 law,
                 telephone_event,
             } => {
-                self.remote = Some(addr);
-                self.law = law;
-                self.te_pt = telephone_event;
-                self.last_rtp.get_or_insert(Instant::now());
+                let remote = crate::session::Remote {
+                    addr,
+                    law,
+                    telephone_event,
+                };
+                self.rtp.set_remote(std::time::Instant::now(), remote);
             }
-            Command::Hold(on) => {
-                self.hold = on;
-                // The media timeout counts from the resume, not from the last packet before hold.
-                if !on {
-                    self.last_rtp = Some(Instant::now());
-                }
-            }
+            Command::Hold(on) => self.rtp.set_held(std::time::Instant::now(), on),
             Command::StartStream { req, config } => {
                 if self.stream.is_some() {
                     self.done(req, Err(ALREADY_STREAMING.into()));
@@ -538,11 +492,7 @@ impl Leg {
             Command::SendDtmf {
                 digits,
                 duration_ms,
-            } => {
-                for d in digits.chars() {
-                    self.dtmf_queue.push_back((d, duration_ms));
-                }
-            }
+            } => self.rtp.send_dtmf(&digits, duration_ms),
             Command::StartRecord { req, path } => {
                 if let Some(parent) = path.parent() {
                     let _ = std::fs::create_dir_all(parent);
@@ -736,19 +686,21 @@ impl Leg {
     fn finish(&mut self, reason: &str) -> Report {
         self.stop_stream(reason, 0);
         self.stop_record();
-        // One packet can finish two presses; the second waits in the receiver.
-        while let Some((digit, _)) = self.dtmf_rx.flush() {
-            self.emit(Event::Dtmf {
-                digit,
-                source: "rfc4733",
-            });
-        }
-        Report {
-            packets_received: self.stats.packets_received(),
-            packets_expected: self.stats.packets_expected(),
-            packets_lost: self.stats.packets_lost(),
-            jitter_ms: self.stats.jitter_ms(),
-            rtt_ms: self.rtt_ms,
+        let report = self.rtp.finish();
+        self.session_events();
+        report
+    }
+
+    /// Key presses and the media timeout, as the RTP session found them.
+    fn session_events(&mut self) {
+        while let Some(e) = self.rtp.poll_event() {
+            match e {
+                SessionEvent::Dtmf(digit) => self.emit(Event::Dtmf {
+                    digit,
+                    source: "rfc4733",
+                }),
+                SessionEvent::MediaTimeout => self.emit(Event::MediaTimeout),
+            }
         }
     }
 
@@ -796,59 +748,31 @@ impl Leg {
     }
 
     fn on_rtp(&mut self, buf: &[u8], from: SocketAddr) {
-        if rtp::is_rtcp(buf) {
-            self.on_rtcp(buf);
-            return;
-        }
-        let Some((h, payload)) = rtp::parse(buf) else {
-            return;
-        };
-        self.cfg.counters.rtp_in.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        self.last_rtp = Some(now);
-        // Symmetric RTP (api.md §7): answer where the packets really come from.
-        if self.remote.is_some() && self.remote != Some(from) {
-            self.remote = Some(from);
-        }
-        if Some(h.payload_type) == self.te_pt {
-            if let Some((digit, _)) = self.dtmf_rx.handle_packet(h.timestamp, payload) {
-                self.emit(Event::Dtmf {
-                    digit,
-                    source: "rfc4733",
-                });
-            }
-            while let Some((digit, _)) = self.dtmf_rx.poll_digit() {
-                self.emit(Event::Dtmf {
-                    digit,
-                    source: "rfc4733",
-                });
-            }
+        if rtp::is_rtcp(buf) {
+            self.on_rtcp(buf, from);
             return;
         }
-        let law = match h.payload_type {
-            0 => Law::Mu,
-            8 => Law::A,
-            _ => return, // comfort noise and anything unknown
+        let foreign = self.rtp.foreign_dropped;
+        let audio = self.rtp.handle_rtp(now.into_std(), from, buf);
+        if self.rtp.foreign_dropped > foreign {
+            self.cfg
+                .counters
+                .rtp_foreign_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.cfg.counters.rtp_in.fetch_add(1, Ordering::Relaxed);
+        self.session_events();
+        let Some(crate::session::Audio {
+            pcm,
+            seq,
+            timestamp,
+            ssrc,
+        }) = audio
+        else {
+            return;
         };
-        // Audio only: telephone-events share one timestamp and would read as jitter.
-        let arrival = ((now - self.started).as_micros() as u64 * 8 / 1000) as u32;
-        self.stats.update(h.ssrc, h.seq, h.timestamp, arrival);
-        // Duplicates and packets older than one already forwarded are dropped; a new SSRC or
-        // a jump starts over instead of silencing the caller (api.md §7).
-        if self.fwd_ssrc != Some(h.ssrc) {
-            self.fwd_ssrc = Some(h.ssrc);
-            self.fwd_seq.reset();
-            self.last_fwd = None;
-        }
-        let ext = self.fwd_seq.extend(h.seq);
-        if let Some(last) = self.last_fwd {
-            if ext <= last && last - ext < 1000 {
-                return;
-            }
-        }
-        self.last_fwd = Some(ext);
-        let mut pcm = Vec::with_capacity(SAMPLES);
-        g711::decode(law, payload, &mut pcm);
         if self.links_out.iter().any(|l| l.tap == Tap::Received) && pcm.len() == SAMPLES {
             let mut frame = mix::Frame {
                 pcm: [0; SAMPLES],
@@ -867,66 +791,19 @@ impl Leg {
         if self.recording.is_some() || !self.taps.is_empty() {
             let arrival_ms = (now - self.started).as_millis() as u64;
             // Duplicates and late packets are the buffer's to refuse; nothing else to do then.
-            let _ = self
-                .jitter
-                .push(arrival_ms, h.seq, h.timestamp, h.ssrc, pcm);
+            let _ = self.jitter.push(arrival_ms, seq, timestamp, ssrc, pcm);
         }
     }
 
-    fn on_rtcp(&mut self, buf: &[u8]) {
-        for p in rtcp::parse(buf) {
-            let (reports, sr) = match p {
-                RtcpPacket::SenderReport { ntp, reports, .. } => (reports, Some(ntp)),
-                RtcpPacket::ReceiverReport { reports, .. } => (reports, None),
-                _ => continue,
-            };
-            if let Some(ntp) = sr {
-                self.last_sr = Some((rtcp::ntp_middle32(ntp), Instant::now()));
-            }
-            for b in reports.iter().filter(|b| b.ssrc == self.ssrc) {
-                if let Some(rtt) = rtcp::rtt_ms(now_ntp(), b.lsr, b.dlsr) {
-                    self.rtt_ms = Some(rtt);
-                }
-            }
-        }
+    fn on_rtcp(&mut self, buf: &[u8], from: SocketAddr) {
+        self.rtp
+            .handle_rtcp(std::time::Instant::now(), from, buf, now_ntp());
     }
 
     async fn send_rtcp(&mut self) {
-        let Some(remote) = self.remote else { return };
-        let dest = SocketAddr::new(remote.ip(), remote.port().wrapping_add(1));
-        let mut blocks = Vec::new();
-        if let Some(src) = self.stats.ssrc() {
-            let (fraction_lost, cumulative_lost) = self.stats.take_interval();
-            let (lsr, dlsr) = match self.last_sr {
-                Some((lsr, at)) => (lsr, (at.elapsed().as_secs_f64() * 65536.0) as u32),
-                None => (0, 0),
-            };
-            blocks.push(ReportBlock {
-                ssrc: src,
-                fraction_lost,
-                cumulative_lost,
-                ext_max_seq: self.stats.ext_max_seq(),
-                jitter: self.stats.jitter(),
-                lsr,
-                dlsr,
-            });
+        if let Some(t) = self.rtp.rtcp_report(std::time::Instant::now(), now_ntp()) {
+            let _ = self.lease.rtcp.try_send_to(&t.bytes, t.to);
         }
-        let mut out = Vec::with_capacity(128);
-        if self.sent_packets > 0 {
-            rtcp::write_sr(
-                self.ssrc,
-                now_ntp(),
-                self.ts,
-                self.sent_packets,
-                self.sent_octets,
-                &blocks,
-                "botstream",
-                &mut out,
-            );
-        } else {
-            rtcp::write_rr(self.ssrc, &blocks, "botstream", &mut out);
-        }
-        let _ = self.lease.rtcp.try_send_to(&out, dest);
     }
 
     /// Hands a frame to every link carrying `tap`; links whose destination is gone are dropped.
@@ -956,24 +833,19 @@ impl Leg {
     }
 
     async fn tick(&mut self) {
-        let Some(remote) = self.remote else { return };
-        if !self.hold
-            && !self.timed_out
-            && self
-                .last_rtp
-                .is_some_and(|t| t.elapsed() > self.cfg.media_timeout)
-        {
-            self.timed_out = true;
-            self.emit(Event::MediaTimeout);
+        if self.rtp.destination().is_none() {
+            return;
         }
         let mut frame = [0i16; SAMPLES];
-        if self.hold {
+        if self.rtp.is_held() {
             // Nothing goes out on hold (we answered recvonly); other legs' audio is let go so it
             // is not late when the call resumes, and the app's audio waits.
             let mut discard = [0i16; SAMPLES];
             self.pull_links(Feed::Main, &mut discard);
             self.pull_links(Feed::Inject, &mut discard);
             self.pull_caller_for_taps(&frame);
+            self.rtp.tick(std::time::Instant::now(), &frame);
+            self.session_events();
             return;
         }
         if let Some(q) = self.playout.as_mut() {
@@ -995,43 +867,12 @@ impl Leg {
             self.cfg.counters.bridge_latency.record(at.elapsed());
         }
         self.pull_caller_for_taps(&frame);
-        let mut packet = Vec::with_capacity(12 + SAMPLES);
-        if let Some((pt, event)) = self.next_dtmf_packet() {
-            let (marker, payload) = event;
-            let h = RtpHeader {
-                payload_type: pt,
-                marker,
-                seq: self.seq,
-                timestamp: self
-                    .dtmf_active
-                    .as_ref()
-                    .map(|(ts, _)| *ts)
-                    .unwrap_or(self.ts),
-                ssrc: self.ssrc,
-            };
-            rtp::write(&h, &payload, &mut packet);
-        } else {
-            let mut payload = Vec::with_capacity(SAMPLES);
-            g711::encode(self.law, &frame, &mut payload);
-            let pt = match self.law {
-                Law::Mu => 0,
-                Law::A => 8,
-            };
-            let h = RtpHeader {
-                payload_type: pt,
-                marker: false,
-                seq: self.seq,
-                timestamp: self.ts,
-                ssrc: self.ssrc,
-            };
-            rtp::write(&h, &payload, &mut packet);
-        }
-        self.seq = self.seq.wrapping_add(1);
-        self.ts = self.ts.wrapping_add(SAMPLES as u32);
-        self.sent_packets = self.sent_packets.wrapping_add(1);
-        self.sent_octets = self.sent_octets.wrapping_add((packet.len() - 12) as u32);
-        if self.lease.rtp.try_send_to(&packet, remote).is_ok() {
-            self.cfg.counters.rtp_out.fetch_add(1, Ordering::Relaxed);
+        let packet = self.rtp.tick(std::time::Instant::now(), &frame);
+        self.session_events();
+        if let Some(t) = packet {
+            if self.lease.rtp.try_send_to(&t.bytes, t.to).is_ok() {
+                self.cfg.counters.rtp_out.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -1061,27 +902,5 @@ impl Leg {
             self.recording = None;
             self.emit(Event::Error { status });
         }
-    }
-
-    /// The next telephone-event packet, if a digit is being sent (RFC 4733 §2.5): all packets
-    /// of one digit share the timestamp of its first.
-    fn next_dtmf_packet(&mut self) -> Option<(u8, (bool, [u8; 4]))> {
-        let pt = self.te_pt?;
-        if self.dtmf_active.as_ref().is_some_and(|(_, q)| q.is_empty()) {
-            self.dtmf_active = None;
-            // A pause between digits, so receivers see separate presses.
-            self.dtmf_gap = 3;
-        }
-        if self.dtmf_active.is_none() {
-            if self.dtmf_gap > 0 {
-                self.dtmf_gap -= 1;
-                return None;
-            }
-            let (digit, duration) = self.dtmf_queue.pop_front()?;
-            let packets = dtmf::encode_digit(digit, duration, 10)?;
-            self.dtmf_active = Some((self.ts, packets.into()));
-        }
-        let (_, q) = self.dtmf_active.as_mut()?;
-        q.pop_front().map(|p| (pt, p))
     }
 }

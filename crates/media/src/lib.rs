@@ -11,6 +11,7 @@ pub mod quality;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;
+pub mod session;
 pub mod stream;
 pub mod wav;
 pub mod ws;
