@@ -24,7 +24,7 @@ deps-run:
 	$(call ensure,nats-server:nats-server)
 
 deps-test:
-	$(call ensure,nats-server:nats-server sipp:sip-tester)
+	$(call ensure,nats-server:nats-server sipp:sip-tester baresip:baresip-core)
 	@python3 -m venv --help >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-venv; }
 

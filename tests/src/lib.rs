@@ -1156,3 +1156,122 @@ pub fn frame_number(pcm: &[i16]) -> Option<u32> {
     }
     Some(((b[0] as u32 & 63) << 12) | ((b[1] as u32 & 63) << 6) | (b[2] as u32 & 63))
 }
+
+/// A real softphone: baresip (Debian's baresip-core), configured per test, driven through its
+/// ctrl_tcp module. It sends a sine of `sine_hz` (its ausine source) and its sndfile filter
+/// keeps what it hears, so a test can check both directions of its audio.
+pub struct Baresip {
+    pub proc: Proc,
+    pub sip_port: u16,
+    ctrl_port: u16,
+    pub dir: PathBuf,
+}
+
+impl Baresip {
+    /// `account`: the account line's parameters after the address, e.g.
+    /// `answermode=auto;mediaenc=srtp-mand;audio_codecs=PCMU`.
+    pub fn start(account: &str, sine_hz: u32) -> Baresip {
+        let dir = scratch("baresip");
+        let sip_port = free_port();
+        let ctrl_port = free_port();
+        let (lo, _) = rtp_range();
+        let config = format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\n\
+             audio_player aubridge,sink\naudio_alert aubridge,sink\naudio_source ausine,{sine_hz}\n\
+             ausrc_srate 48000\nausrc_channels 2\n\
+             module_path /usr/lib/baresip/modules\n\
+             module g711.so\nmodule g722.so\nmodule opus.so\nmodule ausine.so\nmodule aubridge.so\n\
+             module sndfile.so\nmodule srtp.so\nmodule_tmp account.so\n\
+             module_app menu.so\nmodule_app ctrl_tcp.so\n\
+             ctrl_tcp_listen 127.0.0.1:{ctrl_port}\nsnd_path {}\nrtp_ports {}-{}\n",
+            dir.display(),
+            lo + 60,
+            lo + 98
+        );
+        std::fs::write(dir.join("config"), config).expect("baresip config");
+        std::fs::write(
+            dir.join("accounts"),
+            format!("<sip:phone@127.0.0.1:{sip_port}>;regint=0;{account}\n"),
+        )
+        .expect("baresip accounts");
+        let log = dir.join("baresip.log");
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(&dir)
+            .arg("-v")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("baresip must be installed (make test installs baresip-core)");
+        let b = Baresip {
+            proc: Proc {
+                child,
+                name: "baresip",
+                log,
+            },
+            sip_port,
+            ctrl_port,
+            dir,
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", ctrl_port)).is_err() {
+            assert!(
+                Instant::now() < end,
+                "baresip did not start:\n{}",
+                b.proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        b
+    }
+
+    /// One ctrl_tcp command (a netstring of JSON).
+    pub fn command(&self, command: &str, params: &str) {
+        use std::io::Write;
+        let json = json!({"command": command, "params": params, "token": "t"}).to_string();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.ctrl_port)).expect("ctrl_tcp");
+        s.write_all(format!("{}:{},", json.len(), json).as_bytes())
+            .expect("ctrl_tcp write");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    pub fn dial(&self, uri: &str) {
+        self.command("dial", uri);
+    }
+
+    /// What it heard so far (sndfile's dump of decoded audio), mono, at the file's rate.
+    pub fn heard(&self) -> (u32, Vec<i16>) {
+        let Some(path) = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().contains("-dec"))
+        else {
+            return (0, Vec::new());
+        };
+        let bytes = std::fs::read(path).unwrap_or_default();
+        wav_mono(&bytes)
+    }
+}
+
+/// A 16-bit PCM WAV (any channel count, as written so far) as mono samples and its rate.
+fn wav_mono(bytes: &[u8]) -> (u32, Vec<i16>) {
+    if bytes.len() < 44 {
+        return (0, Vec::new());
+    }
+    let channels = u16::from_le_bytes([bytes[22], bytes[23]]).max(1) as usize;
+    let rate = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
+    // The data chunk's size is written only when the file is closed: read to the end.
+    let data = bytes
+        .windows(4)
+        .position(|w| w == b"data")
+        .map(|i| &bytes[i + 8..])
+        .unwrap_or(&[]);
+    let samples: Vec<i16> = data
+        .chunks_exact(2 * channels)
+        .map(|f| i16::from_le_bytes([f[0], f[1]]))
+        .collect();
+    (rate, samples)
+}

@@ -120,6 +120,12 @@ fn metrics(sw: &api::Switch) -> String {
     );
     one(
         &mut s,
+        "botstream_srtp_auth_failed_total",
+        "counter",
+        sw.media.counters.srtp_auth_failed.load(Ordering::Relaxed),
+    );
+    one(
+        &mut s,
         "botstream_rtp_ticks_skipped_total",
         "counter",
         sw.media.counters.ticks_skipped.load(Ordering::Relaxed),

@@ -50,6 +50,8 @@ pub struct MediaCounters {
     pub ws_frames_dropped: AtomicU64,
     /// RTP and RTCP refused because it came from somewhere else than the peer's learnt source.
     pub rtp_foreign_dropped: AtomicU64,
+    /// SRTP packets that failed authentication (bad tag, replay, wrong key, truncated).
+    pub srtp_auth_failed: AtomicU64,
     /// 20 ms sends given up because a call's task woke over 200 ms late (a starved machine):
     /// audio to the caller lost inside the switch.
     pub ticks_skipped: AtomicU64,
@@ -90,6 +92,7 @@ impl Default for MediaCounters {
             ws_frames_dropped: AtomicU64::new(0),
             ticks_skipped: AtomicU64::new(0),
             rtp_foreign_dropped: AtomicU64::new(0),
+            srtp_auth_failed: AtomicU64::new(0),
             forward_latency: LatencyHistogram::default(),
             bridge_latency: LatencyHistogram::new(&BRIDGE_BUCKETS_US),
         }
@@ -139,6 +142,8 @@ pub enum Command {
         addr: SocketAddr,
         law: Law,
         telephone_event: Option<u8>,
+        /// SDES keys when the call is SRTP.
+        srtp: Option<crate::session::SrtpKeys>,
     },
     /// The far end put the call on hold (`a=sendonly`/`inactive`): send nothing, keep the app's
     /// audio queued, and do not count the silence as a media timeout. `false` resumes.
@@ -440,11 +445,13 @@ impl Leg {
                 addr,
                 law,
                 telephone_event,
+                srtp,
             } => {
                 let remote = crate::session::Remote {
                     addr,
                     law,
                     telephone_event,
+                    srtp,
                 };
                 self.rtp.set_remote(std::time::Instant::now(), remote);
             }
@@ -753,12 +760,19 @@ impl Leg {
             self.on_rtcp(buf, from);
             return;
         }
-        let foreign = self.rtp.foreign_dropped;
+        let (foreign, failed) = (self.rtp.foreign_dropped, self.rtp.srtp_failed);
         let audio = self.rtp.handle_rtp(now.into_std(), from, buf);
         if self.rtp.foreign_dropped > foreign {
             self.cfg
                 .counters
                 .rtp_foreign_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.rtp.srtp_failed > failed {
+            self.cfg
+                .counters
+                .srtp_auth_failed
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }

@@ -9,6 +9,10 @@
 //! learnt. Packets from anywhere else are dropped and counted: nobody who merely reaches the
 //! port can redirect the caller's audio or speak into the call. A new offer (re-INVITE) learns
 //! again; a new SSRC from the learnt address is the same peer restarting its stream.
+//!
+//! SRTP (RFC 3711, keyed by SDES) is a transform inside: packets are authenticated before their
+//! source can be learnt, and whatever fails (a bad tag, a replay, a wrong key, a truncated
+//! packet) is dropped and counted, never played.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -25,11 +29,70 @@ pub const SAMPLES: usize = 160;
 const LEARN_WINDOW: Duration = Duration::from_secs(3);
 
 /// Where and how to send, from the SDP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
     pub addr: SocketAddr,
     pub law: Law,
     pub telephone_event: Option<u8>,
+    /// SRTP, when the call is secure.
+    pub srtp: Option<SrtpKeys>,
+}
+
+/// The SDES suites (RFC 4568) the switch speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtpSuite {
+    AesCm128HmacSha1_80,
+    AesCm128HmacSha1_32,
+}
+
+/// A call's SRTP master keys and salts (16 + 14 bytes): ours protects what we send, the peer's
+/// what we receive. Its `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtpKeys {
+    pub suite: SrtpSuite,
+    pub local: [u8; 30],
+    pub remote: [u8; 30],
+}
+
+impl std::fmt::Debug for SrtpKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SrtpKeys {{ suite: {:?}, keys: *** }}", self.suite)
+    }
+}
+
+/// The two one-way SRTP contexts of a call.
+struct Srtp {
+    keys: SrtpKeys,
+    inbound: rtc_srtp::context::Context,
+    outbound: rtc_srtp::context::Context,
+}
+
+impl Srtp {
+    fn new(keys: SrtpKeys) -> Option<Srtp> {
+        use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
+        use rtc_srtp::protection_profile::ProtectionProfile;
+        let profile = match keys.suite {
+            SrtpSuite::AesCm128HmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+            SrtpSuite::AesCm128HmacSha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
+        };
+        let context = |key: &[u8; 30], replay: bool| {
+            let (k, salt) = key.split_at(16);
+            let (rtp, rtcp) = if replay {
+                (
+                    Some(srtp_replay_protection(128)),
+                    Some(srtcp_replay_protection(128)),
+                )
+            } else {
+                (None, None)
+            };
+            rtc_srtp::context::Context::new(k, salt, profile, rtp, rtcp).ok()
+        };
+        Some(Srtp {
+            inbound: context(&keys.remote, true)?,
+            outbound: context(&keys.local, false)?,
+            keys,
+        })
+    }
 }
 
 /// A packet to send: RTP to the peer, or RTCP to its RTCP port.
@@ -79,6 +142,9 @@ pub struct RtpSession {
     learn_until: Option<Instant>,
     /// Packets refused because they came from somewhere else than the learnt source.
     pub foreign_dropped: u64,
+    /// SRTP or SRTCP packets that failed authentication (or were replays, or too short).
+    pub srtp_failed: u64,
+    srtp: Option<Srtp>,
     held: bool,
     // Sending.
     ssrc: u32,
@@ -112,6 +178,8 @@ impl RtpSession {
             learnt: None,
             learn_until: None,
             foreign_dropped: 0,
+            srtp_failed: 0,
+            srtp: None,
             held: false,
             ssrc,
             seq,
@@ -137,6 +205,13 @@ impl RtpSession {
     /// What the SDP said (an answer, or a re-INVITE's offer): send there until a source is learnt,
     /// and learn again (a re-INVITE may move the peer).
     pub fn set_remote(&mut self, now: Instant, remote: Remote) {
+        // New keys (a re-INVITE may re-key) make new contexts; the same keys keep them, with
+        // their rollover counters and replay windows.
+        match &remote.srtp {
+            None => self.srtp = None,
+            Some(k) if self.srtp.as_ref().is_some_and(|s| s.keys == *k) => {}
+            Some(k) => self.srtp = Srtp::new(k.clone()),
+        }
         self.remote = Some(remote);
         self.learnt = None;
         self.learn_until = Some(now + LEARN_WINDOW);
@@ -158,7 +233,7 @@ impl RtpSession {
 
     /// Where RTP goes: the learnt source, else the SDP address.
     pub fn destination(&self) -> Option<SocketAddr> {
-        self.learnt.or(self.remote.map(|r| r.addr))
+        self.learnt.or(self.remote.as_ref().map(|r| r.addr))
     }
 
     pub fn send_dtmf(&mut self, digits: &str, duration_ms: u32) {
@@ -171,12 +246,18 @@ impl RtpSession {
         self.events.pop_front()
     }
 
+    /// The SDP address while the learning window is open (it may still replace a stray source).
+    fn learning_sdp(&self, now: Instant, from: SocketAddr) -> bool {
+        self.learn_until.is_some_and(|until| now <= until)
+            && self.remote.as_ref().is_some_and(|r| r.addr == from)
+    }
+
     /// Whether a packet from `from` is the peer's (learning it if the window is open).
     fn accept_source(&mut self, now: Instant, from: SocketAddr) -> bool {
         if self.learnt == Some(from) {
             return true;
         }
-        let sdp = self.remote.map(|r| r.addr);
+        let sdp = self.remote.as_ref().map(|r| r.addr);
         let learning = self.learn_until.is_some_and(|until| now <= until);
         if self.remote.is_none() {
             // Before any SDP (early packets) audio is taken but nothing is learnt.
@@ -206,13 +287,33 @@ impl RtpSession {
     /// An RTP packet from `from`: the caller's audio to forward, if it carries any. Key presses
     /// come out of [`Self::poll_event`].
     pub fn handle_rtp(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) -> Option<Audio> {
-        let (h, payload) = rtp::parse(buf)?;
+        rtp::parse(buf)?;
+        if self.learnt.is_some_and(|l| l != from) && !self.learning_sdp(now, from) {
+            self.foreign_dropped += 1;
+            return None;
+        }
+        // Authenticated before anything is learnt from it.
+        let plain;
+        let buf = match self.srtp.as_mut() {
+            Some(s) => match s.inbound.decrypt_rtp(buf) {
+                Ok(p) => {
+                    plain = p;
+                    &plain[..]
+                }
+                Err(_) => {
+                    self.srtp_failed += 1;
+                    return None;
+                }
+            },
+            None => buf,
+        };
         if !self.accept_source(now, from) {
             self.foreign_dropped += 1;
             return None;
         }
+        let (h, payload) = rtp::parse(buf)?;
         self.last_rtp = Some(now);
-        let te = self.remote.and_then(|r| r.telephone_event);
+        let te = self.remote.as_ref().and_then(|r| r.telephone_event);
         if Some(h.payload_type) == te {
             if let Some((digit, _)) = self.dtmf_rx.handle_packet(h.timestamp, payload) {
                 self.events.push_back(SessionEvent::Dtmf(digit));
@@ -264,6 +365,20 @@ impl RtpSession {
                 return;
             }
         }
+        let plain;
+        let buf = match self.srtp.as_mut() {
+            Some(s) => match s.inbound.decrypt_rtcp(buf) {
+                Ok(p) => {
+                    plain = p;
+                    &plain[..]
+                }
+                Err(_) => {
+                    self.srtp_failed += 1;
+                    return;
+                }
+            },
+            None => buf,
+        };
         for p in rtcp::parse(buf) {
             let (reports, sr) = match p {
                 RtcpPacket::SenderReport { ntp, reports, .. } => (reports, Some(ntp)),
@@ -297,7 +412,7 @@ impl RtpSession {
         if self.held {
             return None;
         }
-        let law = self.remote.map(|r| r.law).unwrap_or(Law::Mu);
+        let law = self.remote.as_ref().map(|r| r.law).unwrap_or(Law::Mu);
         let mut packet = Vec::with_capacity(12 + SAMPLES);
         if let Some((pt, (marker, payload))) = self.next_dtmf_packet() {
             let h = RtpHeader {
@@ -331,10 +446,14 @@ impl RtpSession {
         self.ts = self.ts.wrapping_add(SAMPLES as u32);
         self.sent_packets = self.sent_packets.wrapping_add(1);
         self.sent_octets = self.sent_octets.wrapping_add((packet.len() - 12) as u32);
+        let bytes = match self.srtp.as_mut() {
+            Some(s) => s.outbound.encrypt_rtp(&packet).ok()?.to_vec(),
+            None => packet,
+        };
         Some(Transmit {
             to,
             rtcp: false,
-            bytes: packet,
+            bytes,
         })
     }
 
@@ -374,10 +493,14 @@ impl RtpSession {
         } else {
             rtcp::write_rr(self.ssrc, &blocks, "botstream", &mut out);
         }
+        let bytes = match self.srtp.as_mut() {
+            Some(s) => s.outbound.encrypt_rtcp(&out).ok()?.to_vec(),
+            None => out,
+        };
         Some(Transmit {
             to,
             rtcp: true,
-            bytes: out,
+            bytes,
         })
     }
 
@@ -399,7 +522,7 @@ impl RtpSession {
     /// The next telephone-event packet, if a digit is being sent (RFC 4733 §2.5): all packets
     /// of one digit share the timestamp of its first.
     fn next_dtmf_packet(&mut self) -> Option<(u8, (bool, [u8; 4]))> {
-        let pt = self.remote.and_then(|r| r.telephone_event)?;
+        let pt = self.remote.as_ref().and_then(|r| r.telephone_event)?;
         if self.dtmf_active.as_ref().is_some_and(|(_, q)| q.is_empty()) {
             self.dtmf_active = None;
             // A pause between digits, so receivers see separate presses.
@@ -450,6 +573,7 @@ mod tests {
                 addr: addr(SDP),
                 law: Law::Mu,
                 telephone_event: Some(101),
+                srtp: None,
             },
         );
         s
@@ -492,6 +616,7 @@ mod tests {
                 addr: addr("10.0.0.9:7000"),
                 law: Law::Mu,
                 telephone_event: Some(101),
+                srtp: None,
             },
         );
         assert!(s
@@ -539,6 +664,7 @@ mod tests {
                 addr: addr(SDP),
                 law: Law::A,
                 telephone_event: None,
+                srtp: None,
             },
         );
         s.set_held(t0, true);
@@ -565,5 +691,84 @@ mod tests {
             .collect();
         assert!(pts.iter().filter(|p| **p == 101).count() >= 3, "{pts:?}");
         assert_eq!(*pts.last().unwrap(), 0, "then audio again");
+    }
+
+    fn keys(suite: SrtpSuite, local: u8, remote: u8) -> SrtpKeys {
+        SrtpKeys {
+            suite,
+            local: [local; 30],
+            remote: [remote; 30],
+        }
+    }
+
+    fn secure(t0: Instant, k: SrtpKeys) -> RtpSession {
+        let mut s = RtpSession::new(t0, Duration::from_secs(60), 7, 65530, 1000);
+        s.set_remote(
+            t0,
+            Remote {
+                addr: addr(SDP),
+                law: Law::Mu,
+                telephone_event: Some(101),
+                srtp: Some(k),
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn srtp_both_ways_across_a_sequence_wrap_and_bad_packets_are_dropped() {
+        for suite in [
+            SrtpSuite::AesCm128HmacSha1_80,
+            SrtpSuite::AesCm128HmacSha1_32,
+        ] {
+            let t0 = Instant::now();
+            // Two ends with mirrored keys: what one protects the other authenticates.
+            let mut a = secure(t0, keys(suite, 1, 2));
+            let mut b = secure(t0, keys(suite, 2, 1));
+            let mut frame = [0i16; SAMPLES];
+            frame[0] = 1234;
+            // a starts at seq 65530: its tenth packet has wrapped (the rollover counter counts).
+            for i in 0..10 {
+                let t = a.tick(t0, &frame).unwrap();
+                assert_ne!(&t.bytes[12..172], &[0u8; 160][..], "encrypted");
+                let got = b
+                    .handle_rtp(t0, addr(SDP), &t.bytes)
+                    .expect("authenticated");
+                assert_eq!(
+                    got.pcm[0],
+                    g711::ulaw_decode(g711::ulaw_encode(1234)),
+                    "{i}"
+                );
+                if i == 5 {
+                    // A replay of the same packet is refused.
+                    assert!(b.handle_rtp(t0, addr(SDP), &t.bytes).is_none());
+                    // A flipped bit fails authentication; a truncated packet too.
+                    let mut bad = t.bytes.clone();
+                    bad[20] ^= 1;
+                    assert!(b.handle_rtp(t0, addr(SDP), &bad).is_none());
+                    assert!(b.handle_rtp(t0, addr(SDP), &t.bytes[..14]).is_none());
+                }
+            }
+            assert_eq!(b.srtp_failed, 3);
+            // Plain RTP on a secure call is not played either.
+            assert!(b.handle_rtp(t0, addr(SDP), &packet(9, 9)).is_none());
+            assert_eq!(b.srtp_failed, 4);
+            // SRTCP both ways.
+            let r = a.rtcp_report(t0, 0x1234_5678_9abc_def0).unwrap();
+            b.handle_rtcp(t0, addr(SDP), &r.bytes, 0);
+            assert_eq!(b.srtp_failed, 4, "the SRTCP report authenticated");
+        }
+    }
+
+    #[test]
+    fn a_wrong_key_is_never_heard_and_never_learnt() {
+        let t0 = Instant::now();
+        let mut a = secure(t0, keys(SrtpSuite::AesCm128HmacSha1_80, 1, 2));
+        let mut b = secure(t0, keys(SrtpSuite::AesCm128HmacSha1_80, 2, 9));
+        let t = a.tick(t0, &[0; SAMPLES]).unwrap();
+        assert!(b
+            .handle_rtp(t0, addr("203.0.113.9:5000"), &t.bytes)
+            .is_none());
+        assert_eq!(b.destination(), Some(addr(SDP)), "nothing learnt from it");
     }
 }

@@ -24,6 +24,95 @@ impl Codec {
     }
 }
 
+/// The SDES crypto suites the switch speaks (RFC 4568 §6.2), in the order it offers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CryptoSuite {
+    AesCm128HmacSha1_80,
+    AesCm128HmacSha1_32,
+}
+
+impl CryptoSuite {
+    pub const ALL: [CryptoSuite; 2] = [
+        CryptoSuite::AesCm128HmacSha1_80,
+        CryptoSuite::AesCm128HmacSha1_32,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CryptoSuite::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
+            CryptoSuite::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<CryptoSuite> {
+        CryptoSuite::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+/// One `a=crypto` line (RFC 4568): a tag, a suite and its master key and salt (16 + 14 bytes).
+/// Its `Debug` never shows the key: keys stay out of logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Crypto {
+    pub tag: u32,
+    pub suite: CryptoSuite,
+    pub key: [u8; 30],
+}
+
+impl std::fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Crypto {{ tag: {}, suite: {}, key: *** }}",
+            self.tag,
+            self.suite.name()
+        )
+    }
+}
+
+impl Crypto {
+    /// A fresh key for `suite` from the CSPRNG.
+    pub fn new(tag: u32, suite: CryptoSuite) -> Crypto {
+        let mut key = [0u8; 30];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
+        Crypto { tag, suite, key }
+    }
+
+    /// `a=crypto:TAG SUITE inline:KEY` — only lines the switch can use: a known suite, a key of
+    /// 30 bytes, no MKI and no session parameters (anything else is left for another line).
+    fn parse(v: &str) -> Option<Crypto> {
+        use base64::Engine as _;
+        let mut f = v.split_whitespace();
+        let tag = f.next()?.parse().ok()?;
+        let suite = CryptoSuite::from_name(f.next()?)?;
+        let params = f.next()?;
+        if f.next().is_some() || params.contains(';') {
+            return None;
+        }
+        let inline = params.strip_prefix("inline:")?;
+        let mut parts = inline.split('|');
+        let b64 = parts.next()?;
+        for p in parts {
+            // A lifetime (`2^31` or a number) is fine; an MKI (`1:4`) is not supported.
+            if p.contains(':') {
+                return None;
+            }
+        }
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+        let key: [u8; 30] = bytes.try_into().ok()?;
+        Some(Crypto { tag, suite, key })
+    }
+
+    fn line(&self) -> String {
+        use base64::Engine as _;
+        format!(
+            "a=crypto:{} {} inline:{}\r\n",
+            self.tag,
+            self.suite.name(),
+            base64::engine::general_purpose::STANDARD.encode(self.key)
+        )
+    }
+}
+
 /// What one side said about its audio stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaDescription {
@@ -38,6 +127,10 @@ pub struct MediaDescription {
     /// answer has as many, the ones we do not take with port 0), and which one is this audio.
     pub streams: Vec<String>,
     pub audio_index: usize,
+    /// `RTP/SAVP` (or `SAVPF`): media must be SRTP.
+    pub secure: bool,
+    /// The usable `a=crypto` lines, in the offer's order of preference.
+    pub crypto: Vec<Crypto>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,58 +141,61 @@ pub enum Direction {
     Inactive,
 }
 
-/// Our offer: PCMU, PCMA, telephone-event 101, ptime 20 (api.md §7).
-pub fn offer(session_id: u64, version: u64, addr: IpAddr, port: u16) -> String {
-    build(
-        session_id,
-        version,
-        addr,
+/// Our offer: PCMU, PCMA, telephone-event 101, ptime 20 (api.md §7); with `crypto`, SRTP
+/// (`RTP/SAVP` and an `a=crypto` line each).
+pub fn offer(session_id: u64, version: u64, addr: IpAddr, port: u16, crypto: &[Crypto]) -> String {
+    let mut s = origin(session_id, version, addr);
+    s.push_str(&audio(
         port,
         &[Codec::Pcmu, Codec::Pcma],
-        101,
+        Some(101),
         Direction::SendRecv,
-    )
+        crypto,
+    ));
+    s
 }
 
 /// Our answer to `remote`: its first codec we speak, its telephone-event type, and the direction
 /// that mirrors its own (a `sendonly` hold is answered `recvonly`). `version` is our `o=` version
 /// (RFC 3264 §8: raised by every changed description). `None` when nothing is in common (the
 /// offerer gets 488).
+/// With `crypto` (for a secure offer: the suite and tag chosen, with our own key) the answer is
+/// `RTP/SAVP`.
 pub fn answer(
     remote: &MediaDescription,
     session_id: u64,
     version: u64,
     addr: IpAddr,
     port: u16,
+    crypto: Option<&Crypto>,
 ) -> Option<(String, Codec)> {
     let codec = *remote.codecs.first()?;
-    let te = remote.telephone_event.unwrap_or(101);
     let dir = match remote.direction {
         Direction::SendOnly => Direction::RecvOnly,
         Direction::RecvOnly => Direction::SendOnly,
         d => d,
     };
-    let audio = if remote.telephone_event.is_some() {
-        build(session_id, version, addr, port, &[codec], te, dir)
-    } else {
-        build_no_te(session_id, version, addr, port, codec, dir)
-    };
-    if remote.streams.len() <= 1 {
-        return Some((audio, codec));
-    }
+    let ours = audio(
+        port,
+        &[codec],
+        remote.telephone_event,
+        dir,
+        crypto.map(std::slice::from_ref).unwrap_or(&[]),
+    );
     // The session lines, then each offered stream in its place: ours, or refused with port 0.
-    let at = audio.find("m=audio").unwrap_or(audio.len());
-    let (session, ours) = audio.split_at(at);
-    let mut sdp = session.to_string();
+    let mut sdp = origin(session_id, version, addr);
     for (i, line) in remote.streams.iter().enumerate() {
         if i == remote.audio_index {
-            sdp.push_str(ours);
+            sdp.push_str(&ours);
         } else {
             let mut f = line.split_whitespace();
             let (media, proto) = (f.next().unwrap_or("audio"), f.next().unwrap_or("RTP/AVP"));
             let fmt = f.next().unwrap_or("0");
             sdp.push_str(&format!("m={media} 0 {proto} {fmt}\r\n"));
         }
+    }
+    if remote.streams.is_empty() {
+        sdp.push_str(&ours);
     }
     Some((sdp, codec))
 }
@@ -118,24 +214,22 @@ fn dir_attr(d: Direction) -> &'static str {
     }
 }
 
-fn build(
-    sid: u64,
-    ver: u64,
-    addr: IpAddr,
-    port: u16,
-    codecs: &[Codec],
-    te: u8,
-    dir: Direction,
-) -> String {
-    let mut s = origin(sid, ver, addr);
-    let pts: Vec<String> = codecs
+/// One audio stream: `m=`, its rtpmaps, telephone-event (when `te` is given), ptime, direction,
+/// and the crypto lines of SRTP.
+fn audio(port: u16, codecs: &[Codec], te: Option<u8>, dir: Direction, crypto: &[Crypto]) -> String {
+    let proto = if crypto.is_empty() {
+        "RTP/AVP"
+    } else {
+        "RTP/SAVP"
+    };
+    let mut pts: Vec<String> = codecs
         .iter()
         .map(|c| c.payload_type().to_string())
         .collect();
-    s.push_str(&format!(
-        "m=audio {port} RTP/AVP {} {te}\r\n",
-        pts.join(" ")
-    ));
+    if let Some(te) = te {
+        pts.push(te.to_string());
+    }
+    let mut s = format!("m=audio {port} {proto} {}\r\n", pts.join(" "));
     for c in codecs {
         s.push_str(&format!(
             "a=rtpmap:{} {}/8000\r\n",
@@ -143,28 +237,15 @@ fn build(
             c.name()
         ));
     }
-    s.push_str(&format!(
-        "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\na=ptime:20\r\na={}\r\n",
-        dir_attr(dir)
-    ));
-    s
-}
-
-fn build_no_te(
-    sid: u64,
-    ver: u64,
-    addr: IpAddr,
-    port: u16,
-    codec: Codec,
-    dir: Direction,
-) -> String {
-    let mut s = origin(sid, ver, addr);
-    s.push_str(&format!(
-        "m=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {}/8000\r\na=ptime:20\r\na={}\r\n",
-        codec.name(),
-        dir_attr(dir),
-        pt = codec.payload_type()
-    ));
+    if let Some(te) = te {
+        s.push_str(&format!(
+            "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+        ));
+    }
+    s.push_str(&format!("a=ptime:20\r\na={}\r\n", dir_attr(dir)));
+    for c in crypto {
+        s.push_str(&c.line());
+    }
     s
 }
 
@@ -180,6 +261,8 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
     let mut seen_audio = false;
     let mut streams = Vec::new();
     let mut audio_index = 0;
+    let mut secure = false;
+    let mut crypto = Vec::new();
     let mut direction = Direction::SendRecv;
     for line in text.lines() {
         let line = line.trim_end();
@@ -204,7 +287,9 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
             if in_audio {
                 seen_audio = true;
                 port = it.next().and_then(|p| p.split('/').next()?.parse().ok());
-                let _proto = it.next();
+                secure = it.next().is_some_and(|p| {
+                    p.eq_ignore_ascii_case("RTP/SAVP") || p.eq_ignore_ascii_case("RTP/SAVPF")
+                });
                 pts = it.filter_map(|p| p.parse().ok()).collect();
             }
         } else if let Some(c) = line.strip_prefix("c=") {
@@ -216,6 +301,10 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
                 media_ip = ip;
             } else if !seen_audio {
                 session_ip = ip;
+            }
+        } else if let Some(a) = line.strip_prefix("a=crypto:") {
+            if in_audio {
+                crypto.extend(Crypto::parse(a));
             }
         } else if let Some(a) = line.strip_prefix("a=rtpmap:") {
             if in_audio {
@@ -267,6 +356,8 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
         direction,
         streams,
         audio_index,
+        secure,
+        crypto,
     })
 }
 
@@ -276,7 +367,7 @@ mod tests {
 
     #[test]
     fn offer_round_trips() {
-        let o = offer(1, 1, "10.0.0.1".parse().unwrap(), 20000);
+        let o = offer(1, 1, "10.0.0.1".parse().unwrap(), 20000, &[]);
         let m = parse(o.as_bytes()).unwrap();
         assert_eq!(m.addr, "10.0.0.1:20000".parse().unwrap());
         assert_eq!(m.codecs, vec![Codec::Pcmu, Codec::Pcma]);
@@ -289,7 +380,7 @@ mod tests {
         let m = parse(sdp.as_bytes()).unwrap();
         assert_eq!(m.codecs, vec![Codec::Pcma]);
         assert_eq!(m.telephone_event, Some(96));
-        let (ans, c) = answer(&m, 9, 1, "127.0.0.1".parse().unwrap(), 30000).unwrap();
+        let (ans, c) = answer(&m, 9, 1, "127.0.0.1".parse().unwrap(), 30000, None).unwrap();
         assert_eq!(c, Codec::Pcma);
         assert!(ans.contains("m=audio 30000 RTP/AVP 8 96"));
     }
@@ -298,7 +389,7 @@ mod tests {
     fn nothing_in_common() {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 18\r\n";
         let m = parse(sdp.as_bytes()).unwrap();
-        assert!(answer(&m, 1, 1, "127.0.0.1".parse().unwrap(), 2).is_none());
+        assert!(answer(&m, 1, 1, "127.0.0.1".parse().unwrap(), 2, None).is_none());
     }
 
     #[test]
@@ -306,7 +397,7 @@ mod tests {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=sendonly\r\n";
         let m = parse(sdp.as_bytes()).unwrap();
         assert_eq!(m.direction, Direction::SendOnly);
-        let (ans, _) = answer(&m, 1, 2, "127.0.0.1".parse().unwrap(), 4000).unwrap();
+        let (ans, _) = answer(&m, 1, 2, "127.0.0.1".parse().unwrap(), 4000, None).unwrap();
         assert!(
             ans.contains("a=recvonly") && ans.contains("o=BotStream 1 2 "),
             "{ans}"
@@ -319,7 +410,7 @@ mod tests {
         let m = parse(sdp.as_bytes()).unwrap();
         assert_eq!(m.addr.port(), 5000);
         assert_eq!(m.audio_index, 1);
-        let (ans, _) = answer(&m, 1, 1, "127.0.0.1".parse().unwrap(), 4000).unwrap();
+        let (ans, _) = answer(&m, 1, 1, "127.0.0.1".parse().unwrap(), 4000, None).unwrap();
         let lines: Vec<&str> = ans.lines().filter(|l| l.starts_with("m=")).collect();
         assert_eq!(
             lines,
@@ -331,5 +422,43 @@ mod tests {
             "{ans}"
         );
         assert!(ans.find("m=video").unwrap() < ans.find("a=rtpmap:0").unwrap());
+    }
+
+    #[test]
+    fn srtp_offers_and_answers_with_sdes_keys() {
+        let ours = [
+            Crypto::new(1, CryptoSuite::AesCm128HmacSha1_80),
+            Crypto::new(2, CryptoSuite::AesCm128HmacSha1_32),
+        ];
+        let o = offer(1, 1, "10.0.0.1".parse().unwrap(), 20000, &ours);
+        assert!(o.contains("m=audio 20000 RTP/SAVP 0 8 101"), "{o}");
+        let m = parse(o.as_bytes()).unwrap();
+        assert!(m.secure);
+        assert_eq!(m.crypto, ours);
+        // Answered with the first suite, its tag, a key of the answerer's own.
+        let mine = Crypto::new(1, m.crypto[0].suite);
+        let (a, _) = answer(&m, 2, 1, "10.0.0.2".parse().unwrap(), 30000, Some(&mine)).unwrap();
+        let back = parse(a.as_bytes()).unwrap();
+        assert!(back.secure && back.crypto == vec![mine.clone()], "{a}");
+        assert!(
+            !format!("{mine:?}").contains(&format!("{:?}", mine.key)),
+            "keys never in Debug"
+        );
+    }
+
+    #[test]
+    fn crypto_lines_the_switch_cannot_use_are_left_out() {
+        let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/SAVP 0\r\n\
+            a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20\r\n\
+            a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:short\r\n\
+            a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4\r\n\
+            a=crypto:4 AES_CM_128_HMAC_SHA1_32 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20 UNENCRYPTED_SRTP\r\n\
+            a=crypto:x garbage\r\n\
+            a=crypto:5 AES_CM_128_HMAC_SHA1_32 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20\r\n";
+        let m = parse(sdp.as_bytes()).unwrap();
+        assert!(m.secure);
+        assert_eq!(m.crypto.len(), 1, "{:?}", m.crypto);
+        assert_eq!(m.crypto[0].tag, 5);
+        assert_eq!(m.crypto[0].suite, CryptoSuite::AesCm128HmacSha1_32);
     }
 }

@@ -83,6 +83,7 @@ pub(super) fn start(
             codec: None,
             held: false,
             connected: false,
+            crypto: Vec::new(),
         },
         timers: Default::default(),
         session: None,
@@ -109,6 +110,10 @@ pub(super) fn start(
         ack: None,
     };
     let id = d.leg;
+    let mut leg = leg;
+    if super::srtp::wanted(&d.vars, Some(&d.gateway)) {
+        leg.media.crypto = super::srtp::offer();
+    }
     sb.legs.insert(id, leg);
     sb.by_uuid.insert(d.uuid.clone(), id);
     sb.call_ids.insert(call_id.clone(), id);
@@ -229,6 +234,7 @@ fn build_invite(
         l.media.version,
         cfg.public_ip,
         l.media.port,
+        &l.media.crypto,
     )
     .into_bytes();
     if !l.auth.is_empty() {
@@ -567,12 +573,32 @@ fn answered(sb: &mut Switchboard, now: Instant, leg: LegId, resp: Response) {
         return fail(sb, now, leg, h);
     };
     let l = sb.legs.get_mut(&leg).expect("leg");
+    let srtp = match super::srtp::from_answer(&l.media.crypto, &remote) {
+        Ok(k) => k,
+        Err(why) => {
+            let cause = HangupCause::from_name("INCOMPATIBLE_DESTINATION")
+                .unwrap_or(HangupCause::NORMAL_TEMPORARY_FAILURE);
+            dialog::send_bye(sb, leg, cause);
+            let h = Hangup {
+                cause,
+                sip_code: Some(resp.code),
+                sip_reason: Some(why.into()),
+                disposition: "send_bye",
+            };
+            return fail(sb, now, leg, h);
+        }
+    };
+    let keys = srtp.map(|(mine, keys)| {
+        l.media.crypto = vec![mine];
+        keys
+    });
+    let l = sb.legs.get_mut(&leg).expect("leg");
     l.peer_allows_update = allows(&resp, "UPDATE");
     l.answered = Some(now);
     if session_expires > 0 {
         l.session = session_timer::from_2xx(&resp);
     }
-    dialog::connect_media(sb, leg, remote);
+    dialog::connect_media(sb, leg, remote, keys);
     let l = sb.legs.get_mut(&leg).expect("leg");
     let (record, cpa, max_call, uuid) = (l.record, l.cpa.take(), l.max_call, l.uuid.clone());
     if record {

@@ -89,7 +89,12 @@ pub(super) fn send_bye(sb: &mut Switchboard, leg: LegId, cause: HangupCause) {
 
 /// Media starts flowing to what the far end's SDP says (RTP is symmetric from then on). Without
 /// telephone-event, key presses arrive as tones and an in-band detector listens instead.
-pub(super) fn connect_media(sb: &mut Switchboard, leg: LegId, remote: sdp::MediaDescription) {
+pub(super) fn connect_media(
+    sb: &mut Switchboard,
+    leg: LegId,
+    remote: sdp::MediaDescription,
+    srtp: Option<media::session::SrtpKeys>,
+) {
     let Some(l) = sb.legs.get_mut(&leg) else {
         return;
     };
@@ -112,6 +117,7 @@ pub(super) fn connect_media(sb: &mut Switchboard, leg: LegId, remote: sdp::Media
             sdp::Codec::Pcma => media::g711::Law::A,
         },
         telephone_event: te,
+        srtp,
     };
     l.media.remote = Some(remote);
     sb.media(leg, command);
@@ -257,7 +263,23 @@ fn ack(sb: &mut Switchboard, leg: LegId, req: &Request) {
         return;
     }
     if let Some(remote) = sdp::parse(&req.body).filter(|r| !r.codecs.is_empty()) {
-        connect_media(sb, leg, remote);
+        answered_with(sb, leg, remote);
+    }
+}
+
+/// The far end's answer to an offer of ours in an answered call (in an ACK or a refresh's 2xx):
+/// followed, keys included. One that does not fit a secure offer leaves the media as it was.
+fn answered_with(sb: &mut Switchboard, leg: LegId, remote: sdp::MediaDescription) {
+    let Some(l) = sb.legs.get_mut(&leg) else {
+        return;
+    };
+    match super::srtp::from_answer(&l.media.crypto, &remote) {
+        Ok(Some((mine, keys))) => {
+            l.media.crypto = vec![mine];
+            connect_media(sb, leg, remote, Some(keys));
+        }
+        Ok(None) => connect_media(sb, leg, remote, None),
+        Err(why) => tracing::warn!(call_uuid = %l.uuid, why, "answer not applied"),
     }
 }
 
@@ -291,19 +313,35 @@ fn offer(sb: &mut Switchboard, now: Instant, leg: LegId, tx: TxId, req: &Request
             return sb.respond(tx, r);
         };
         let version = l.media.version + 1;
-        let Some((answer, codec)) = sdp::answer(&remote, session_id, version, public_ip, port)
+        // A secure call stays secure: a plain re-offer is refused, a secure one re-keys.
+        let srtp = match super::srtp::answer(&remote) {
+            Ok(None) if !l.media.crypto.is_empty() => Err("a plain offer on an SRTP call"),
+            other => other,
+        };
+        let Ok(srtp) = srtp else {
+            return reply(sb, leg, tx, req, 488);
+        };
+        let ours = srtp.as_ref().map(|(c, _)| c);
+        let Some((answer, codec)) =
+            sdp::answer(&remote, session_id, version, public_ip, port, ours)
         else {
             return reply(sb, leg, tx, req, 488);
         };
         let mut remote = remote;
         remote.codecs = vec![codec];
         body = Some((answer, version));
-        applied = Some(remote);
+        applied = Some((remote, srtp));
     } else if req.method == "INVITE" {
         // An offerless re-INVITE: our 2xx offers, the ACK answers (RFC 3264 §5).
         let l = &sb.legs[&leg];
         body = Some((
-            sdp::offer(session_id, l.media.version + 1, public_ip, port),
+            sdp::offer(
+                session_id,
+                l.media.version + 1,
+                public_ip,
+                port,
+                &l.media.crypto,
+            ),
             l.media.version + 1,
         ));
     }
@@ -345,8 +383,14 @@ fn offer(sb: &mut Switchboard, now: Instant, leg: LegId, tx: TxId, req: &Request
         r.body = b.into_bytes();
     }
     sb.respond(tx, r);
-    if let Some(remote) = applied {
-        connect_media(sb, leg, remote);
+    if let Some((remote, srtp)) = applied {
+        let keys = srtp.map(|(mine, keys)| {
+            if let Some(l) = sb.legs.get_mut(&leg) {
+                l.media.crypto = vec![mine];
+            }
+            keys
+        });
+        connect_media(sb, leg, remote, keys);
     }
     arm_session_timers(sb, now, leg);
 }
@@ -390,6 +434,7 @@ fn send_refresh(sb: &mut Switchboard, leg: LegId) {
         "INVITE"
     };
     let (sid, version, port) = (l.media.session_id, l.media.version, l.media.port);
+    let crypto = l.media.crypto.clone();
     let min_se = sb.cfg.min_se.min(session.interval);
     let public_ip = sb.cfg.public_ip;
     let Some((mut r, peer)) = in_dialog(sb, leg, method) else {
@@ -405,7 +450,7 @@ fn send_refresh(sb: &mut Switchboard, leg: LegId) {
     if method == "INVITE" {
         r.headers.push("Allow", ALLOW);
         r.headers.push("Content-Type", "application/sdp");
-        r.body = sdp::offer(sid, version, public_ip, port).into_bytes();
+        r.body = sdp::offer(sid, version, public_ip, port, &crypto).into_bytes();
     }
     let cseq = r.cseq().map(|c| c.seq).unwrap_or(0);
     let tag = sb.send(leg, Purpose::Refresh, r, peer);
@@ -468,7 +513,7 @@ pub(super) fn refresh_event(sb: &mut Switchboard, now: Instant, leg: LegId, ev: 
             // §7.2: a 2xx without Session-Expires means no more timer.
             l.session = session_timer::from_2xx(&resp);
             if let Some(remote) = sdp::parse(&resp.body).filter(|r| !r.codecs.is_empty()) {
-                connect_media(sb, leg, remote);
+                answered_with(sb, leg, remote);
             }
             arm_session_timers(sb, now, leg);
         }
@@ -623,7 +668,16 @@ pub(super) fn accept_inbound(sb: &mut Switchboard, now: Instant, req: Option<Req
         return refuse(sb, 422, Some(("Min-SE", min_se.to_string())));
     }
     let (public_ip, port, sid) = (sb.cfg.public_ip, inb.media.port, inb.media.session_id);
-    let Some((answer, codec)) = sdp::answer(&inb.remote, sid, 1, public_ip, port) else {
+    // A secure offer is answered with SRTP or refused, never with plain RTP (api.md §7).
+    let Ok(srtp) = super::srtp::answer(&inb.remote) else {
+        let reason = cause::reason_header_value(
+            HangupCause::from_name("INCOMPATIBLE_DESTINATION")
+                .unwrap_or(HangupCause::NORMAL_TEMPORARY_FAILURE),
+        );
+        return refuse(sb, 488, Some(("Reason", reason)));
+    };
+    let ours = srtp.as_ref().map(|(c, _)| c);
+    let Some((answer, codec)) = sdp::answer(&inb.remote, sid, 1, public_ip, port, ours) else {
         let reason = cause::reason_header_value(
             HangupCause::from_name("INCOMPATIBLE_DESTINATION")
                 .unwrap_or(HangupCause::NORMAL_TEMPORARY_FAILURE),
@@ -666,6 +720,7 @@ pub(super) fn accept_inbound(sb: &mut Switchboard, now: Instant, req: Option<Req
             codec: None,
             held: false,
             connected: false,
+            crypto: Vec::new(),
         },
         timers: Default::default(),
         session: None,
@@ -720,7 +775,11 @@ pub(super) fn accept_inbound(sb: &mut Switchboard, now: Instant, req: Option<Req
     sb.respond(inb.tx, ok);
     let mut remote = inb.remote.clone();
     remote.codecs = vec![codec];
-    connect_media(sb, id, remote);
+    let keys = srtp.map(|(mine, keys)| {
+        sb.legs.get_mut(&id).expect("leg").media.crypto = vec![mine];
+        keys
+    });
+    connect_media(sb, id, remote, keys);
     let answered = fields([
         ("call_type", Value::from("inbound")),
         ("from_number", Value::from(inb.from_number.clone())),

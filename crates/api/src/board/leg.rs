@@ -67,6 +67,8 @@ pub(super) struct MediaState {
     pub held: bool,
     /// Media flowed (the leg was connected), so `call_quality` follows its hangup.
     pub connected: bool,
+    /// Our `a=crypto` lines: those offered, then the one in force. Empty: plain RTP.
+    pub crypto: Vec<sip_core::sdp::Crypto>,
 }
 
 /// What an API request waiting on the media was, to word its answer.

@@ -25,6 +25,7 @@ mod dial;
 mod dialog;
 mod joins;
 mod leg;
+mod srtp;
 #[cfg(test)]
 mod tests;
 

@@ -1240,3 +1240,125 @@ fn an_inbound_call_is_answered_with_the_timer_it_asked_for() {
     let answered = b.event("00000000-0000-4000-8000-000000000050", "answered");
     assert_eq!(answered["call_type"], "inbound");
 }
+
+const SRTP_ANSWER: &str = "v=0\r\no=far 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/SAVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
+
+#[test]
+fn a_secure_gateway_offers_srtp_and_keys_the_media_from_the_answer() {
+    let mut b = Bench::new();
+    let gw = gateway("carrier", CARRIER, &[]);
+    let (leg, uuid) = b.dial(gw, "1", &[("rtp_secure_media", "true")]);
+    let (tag, inv, _) = b.sent("INVITE");
+    let offer = sip_core::sdp::parse(&inv.body).unwrap();
+    assert!(offer.secure);
+    assert_eq!(offer.crypto.len(), 2);
+    assert_eq!(
+        offer.crypto[0].suite,
+        sip_core::sdp::CryptoSuite::AesCm128HmacSha1_80
+    );
+    b.respond_to(tag, &inv, 200, CARRIER, |r| with_sdp(r, SRTP_ANSWER));
+    b.acked();
+    let cmds = b.media_commands(leg);
+    let Some(media::leg::Command::Remote {
+        srtp: Some(keys), ..
+    }) = cmds.first()
+    else {
+        panic!("{cmds:?}")
+    };
+    assert_eq!(keys.suite, media::session::SrtpSuite::AesCm128HmacSha1_32);
+    assert_eq!(keys.local, offer.crypto[1].key, "our tag-2 key sends");
+    assert_eq!(&keys.remote[..3], &[0x59, 0x53, 0x5f], "their key receives");
+    assert_eq!(b.names(&uuid), ["started", "originate", "answered"]);
+}
+
+#[test]
+fn a_plain_answer_to_a_secure_offer_ends_the_call() {
+    let mut b = Bench::new();
+    let (leg, uuid) = b.dial(
+        gateway("carrier", CARRIER, &[]),
+        "1",
+        &[("rtp_secure_media", "true")],
+    );
+    let (tag, inv, _) = b.sent("INVITE");
+    b.respond_to(tag, &inv, 200, CARRIER, |r| with_sdp(r, SDP_PCMA));
+    b.acked();
+    let (_, bye, _) = b.sent("BYE");
+    assert!(bye.headers.get("Reason").unwrap().contains("cause=88"));
+    b.media_stopped(leg);
+    let h = b.event(&uuid, "hangup");
+    assert_eq!(h["hangup_cause"], "INCOMPATIBLE_DESTINATION");
+    assert_eq!(h["sip_reason"], "a plain answer to a secure offer");
+}
+
+fn inbound_with(b: &mut Bench, sdp: &str) -> Response {
+    let mut inv = Request::new("INVITE", "sip:100@192.0.2.10");
+    inv.headers
+        .push("Via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsec");
+    inv.headers.push("From", "<sip:caller@10.0.0.1>;tag=c1");
+    inv.headers.push("To", "<sip:100@192.0.2.10>");
+    inv.headers
+        .push("Call-ID", format!("secure-{}", b.next_leg));
+    inv.headers.push("CSeq", "1 INVITE");
+    inv.headers.push("Contact", "<sip:caller@10.0.0.1:5060>");
+    inv.body = sdp.as_bytes().to_vec();
+    b.next_leg += 1;
+    let inbound = Inbound {
+        leg: LegId(b.next_leg),
+        uuid: format!("00000000-0000-4000-8000-{:012}", b.next_leg),
+        tx: TxId(900 + b.next_leg),
+        invite: inv,
+        source: peer(CARRIER),
+        from_number: "caller".into(),
+        to_number: "100".into(),
+        target: EventTarget {
+            subject: "in".into(),
+            tenant_id: "t".into(),
+            call_params: None,
+        },
+        remote: sip_core::sdp::parse(sdp.as_bytes()).unwrap(),
+        media: MediaInfo {
+            port: 30000,
+            session_id: 3,
+        },
+        gateway: None,
+    };
+    b.sb.handle_command(b.now, None, Command::Inbound(Box::new(inbound)));
+    b.drain();
+    b.out
+        .iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Respond { response, .. } if response.code >= 200 => Some(response.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_secure_inbound_offer_is_answered_with_srtp_or_refused() {
+    let mut b = Bench::new();
+    let offer = SRTP_ANSWER.replace(
+        "a=crypto:2 AES_CM_128_HMAC_SHA1_32",
+        "a=crypto:7 AES_CM_128_HMAC_SHA1_80",
+    );
+    let ok = inbound_with(&mut b, &offer);
+    assert_eq!(ok.code, 200);
+    let answer = sip_core::sdp::parse(&ok.body).unwrap();
+    assert!(answer.secure, "never a plain answer to a secure offer");
+    assert_eq!(answer.crypto.len(), 1);
+    assert_eq!(answer.crypto[0].tag, 7);
+    assert_eq!(
+        answer.crypto[0].suite,
+        sip_core::sdp::CryptoSuite::AesCm128HmacSha1_80
+    );
+    assert_ne!(
+        &answer.crypto[0].key[..3],
+        &[0x59, 0x53, 0x5f],
+        "a key of our own"
+    );
+    // Nothing usable (an unknown suite, a malformed key): 488.
+    let unusable = SRTP_ANSWER.replace("AES_CM_128_HMAC_SHA1_32", "F8_128_HMAC_SHA1_80");
+    assert_eq!(inbound_with(&mut b, &unusable).code, 488);
+    let malformed = SRTP_ANSWER.replace("inline:WVNf", "inline:!!");
+    assert_eq!(inbound_with(&mut b, &malformed).code, 488);
+}
