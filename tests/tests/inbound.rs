@@ -34,7 +34,7 @@ async fn inbound_caller_is_answered_and_routed() {
     assert_eq!(h["hangup_cause"], "NORMAL_CLEARING");
     caller
         .finish(T)
-        .expect("answered with PCMA (the caller's first choice), BYE answered");
+        .expect("answered with PCMU (the first of media.codecs the caller offers), BYE answered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,6 +80,9 @@ pub struct Cli {
     /// RFC 4028 Min-SE: the shortest session interval accepted, in seconds [default: 90]
     #[arg(long, env = "BOTSTREAM_SIP_MIN_SE")]
     pub sip_min_se: Option<u32>,
+    /// Codecs an inbound offer is answered with, in preference order [default: OPUS,G722,PCMU,PCMA]
+    #[arg(long, env = "BOTSTREAM_MEDIA_CODECS")]
+    pub media_codecs: Option<String>,
     /// Seconds to wait for calls to end on SIGTERM [default: 30]
     #[arg(long, env = "BOTSTREAM_DRAIN_SECS")]
     pub drain_secs: Option<u64>,
@@ -113,6 +116,7 @@ struct FileConfig {
     store: StoreSection,
     ws: WsSection,
     shutdown: ShutdownSection,
+    media: MediaSection,
     dialplan: BTreeMap<String, String>,
     tenants: Option<Tenants>,
     tenants_enforce: Option<bool>,
@@ -189,6 +193,11 @@ struct WsSection {
 }
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
+struct MediaSection {
+    codecs: Option<String>,
+}
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
 struct ShutdownSection {
     drain_secs: Option<u64>,
 }
@@ -237,6 +246,8 @@ pub struct Settings {
     pub drain_secs: u64,
     pub session_expires: u32,
     pub min_se: u32,
+    /// `media.codecs`: what an inbound offer is answered with, by preference.
+    pub media_codecs: Vec<sip_core::sdp::Codec>,
     pub dialplan: BTreeMap<String, String>,
     pub tenants: HashMap<String, u32>,
     pub tenants_enforce: bool,
@@ -381,6 +392,16 @@ impl Settings {
                 .or(file.sip.session_expires)
                 .unwrap_or(1800),
             min_se: cli.sip_min_se.or(file.sip.min_se).unwrap_or(90).max(1),
+            media_codecs: {
+                let s = pick(&cli.media_codecs, &file.media.codecs, "OPUS,G722,PCMU,PCMA");
+                let list = sip_core::sdp::Codec::list(&s);
+                if list.is_empty() {
+                    return Err(format!(
+                        "media.codecs '{s}' names no codec the switch speaks"
+                    ));
+                }
+                list
+            },
             dialplan: file.dialplan,
             tenants: tenant_list
                 .into_iter()

@@ -174,6 +174,7 @@ async fn run(s: Settings) -> Result<(), BoxError> {
             t1: sip_core::transaction::TimerConfig::default().t1,
             session_expires: s.session_expires,
             min_se: s.min_se,
+            codecs: s.media_codecs.clone(),
             refer_timeout: Duration::from_secs(120),
         },
         &board,

@@ -18,11 +18,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::g711::Law;
 use crate::jitter::{JitterBuffer, Pulled};
 use crate::mix::{self, Feed, LinkRx, LinkTx, Tap};
 use crate::playout::PlayoutQueue;
 use crate::ports::PortLease;
+use crate::resample::{Downsampler, Upsampler};
 use crate::rtcp;
 use crate::rtp;
 use crate::session::{RtpSession, SessionEvent};
@@ -140,7 +140,7 @@ pub enum Command {
     /// Where to send and how (from the SDP answer or offer).
     Remote {
         addr: SocketAddr,
-        law: Law,
+        codec: crate::session::AudioCodec,
         telephone_event: Option<u8>,
         /// SDES keys when the call is SRTP.
         srtp: Option<crate::session::SrtpKeys>,
@@ -282,6 +282,21 @@ struct Leg {
     taps: Vec<mpsc::Sender<Vec<i16>>>,
     links_out: Vec<LinkTx>,
     links_in: Vec<LinkRx>,
+    /// A wideband call runs at 16 kHz; what other legs, the recording and CPA take is 8 kHz.
+    wide: Resamplers,
+}
+
+/// The 8 kHz views of a 16 kHz call, each with its own filter state.
+#[derive(Default)]
+struct Resamplers {
+    /// The caller's audio, for other legs, the recording and CPA.
+    caller: Downsampler,
+    /// What we send, for listeners (before injected audio) and the recording (after it).
+    sent: Downsampler,
+    played: Downsampler,
+    /// Other legs' audio, into our frames.
+    main: Upsampler,
+    inject: Upsampler,
 }
 
 impl Drop for Leg {
@@ -331,6 +346,7 @@ impl Leg {
             taps: Vec::new(),
             links_out: Vec::new(),
             links_in: Vec::new(),
+            wide: Resamplers::default(),
         }
     }
 
@@ -443,17 +459,28 @@ impl Leg {
         match c {
             Command::Remote {
                 addr,
-                law,
+                codec,
                 telephone_event,
                 srtp,
             } => {
                 let remote = crate::session::Remote {
                     addr,
-                    law,
+                    codec,
                     telephone_event,
                     srtp,
                 };
                 self.rtp.set_remote(std::time::Instant::now(), remote);
+                // A re-INVITE that changes the call's rate starts the app's queue afresh.
+                let rate = codec.rate();
+                if let (Some(q), Some(s)) = (self.playout.as_ref(), self.stream.as_ref()) {
+                    if q.output_rate() != rate {
+                        self.playout = Some(PlayoutQueue::with_output(
+                            s.app.cfg.sample_rate,
+                            rate,
+                            PLAYOUT_MAX_MS,
+                        ));
+                    }
+                }
             }
             Command::Hold(on) => self.rtp.set_held(std::time::Instant::now(), on),
             Command::StartStream { req, config } => {
@@ -461,7 +488,11 @@ impl Leg {
                     self.done(req, Err(ALREADY_STREAMING.into()));
                     return;
                 }
-                self.playout = Some(PlayoutQueue::new(config.sample_rate, PLAYOUT_MAX_MS));
+                self.playout = Some(PlayoutQueue::with_output(
+                    config.sample_rate,
+                    self.rtp.codec().rate(),
+                    PLAYOUT_MAX_MS,
+                ));
                 let mut app = AppStream::new(*config);
                 let frames = app.opening_frames(std::time::Instant::now());
                 let url = app.cfg.url.clone();
@@ -577,8 +608,11 @@ impl Leg {
                             session.send(m, None);
                         }
                         s.session = Some(session);
-                        self.playout =
-                            Some(PlayoutQueue::new(s.app.cfg.sample_rate, PLAYOUT_MAX_MS));
+                        self.playout = Some(PlayoutQueue::with_output(
+                            s.app.cfg.sample_rate,
+                            self.rtp.codec().rate(),
+                            PLAYOUT_MAX_MS,
+                        ));
                         self.emit(Event::StreamResumed { gap_ms });
                     }
                     None => {
@@ -787,7 +821,28 @@ impl Leg {
         else {
             return;
         };
-        if self.links_out.iter().any(|l| l.tap == Tap::Received) && pcm.len() == SAMPLES {
+        let rate = self.rtp.codec().rate();
+        if let Some(s) = self.stream.as_mut() {
+            if let Some(m) = s.app.caller_frame(&pcm, rate) {
+                if let Some(session) = s.session.as_mut() {
+                    session.send(m, Some(now.into_std()));
+                }
+            }
+        }
+        let links = self.links_out.iter().any(|l| l.tap == Tap::Received);
+        let timeline = self.recording.is_some() || !self.taps.is_empty();
+        if !links && !timeline {
+            return;
+        }
+        // Other legs, the recording and CPA take 8 kHz.
+        let pcm = if rate == 16000 {
+            let mut narrow = Vec::with_capacity(SAMPLES);
+            self.wide.caller.process(&pcm, &mut narrow);
+            narrow
+        } else {
+            pcm
+        };
+        if links && pcm.len() == SAMPLES {
             let mut frame = mix::Frame {
                 pcm: [0; SAMPLES],
                 arrived: now.into_std(),
@@ -795,14 +850,7 @@ impl Leg {
             frame.pcm.copy_from_slice(&pcm);
             self.push_links(Tap::Received, &frame);
         }
-        if let Some(s) = self.stream.as_mut() {
-            if let Some(m) = s.app.caller_frame(&pcm) {
-                if let Some(session) = s.session.as_mut() {
-                    session.send(m, Some(now.into_std()));
-                }
-            }
-        }
-        if self.recording.is_some() || !self.taps.is_empty() {
+        if timeline {
             let arrival_ms = (now - self.started).as_millis() as u64;
             // Duplicates and late packets are the buffer's to refuse; nothing else to do then.
             let _ = self.jitter.push(arrival_ms, seq, timestamp, ssrc, pcm);
@@ -850,14 +898,15 @@ impl Leg {
         if self.rtp.destination().is_none() {
             return;
         }
-        let mut frame = [0i16; SAMPLES];
+        let wide = self.rtp.codec().rate() == 16000;
+        let mut frame = vec![0i16; self.rtp.codec().frame_samples()];
         if self.rtp.is_held() {
             // Nothing goes out on hold (we answered recvonly); other legs' audio is let go so it
             // is not late when the call resumes, and the app's audio waits.
             let mut discard = [0i16; SAMPLES];
             self.pull_links(Feed::Main, &mut discard);
             self.pull_links(Feed::Inject, &mut discard);
-            self.pull_caller_for_taps(&frame);
+            self.pull_caller_for_taps(&[0; SAMPLES]);
             self.rtp.tick(std::time::Instant::now(), &frame);
             self.session_events();
             return;
@@ -868,19 +917,30 @@ impl Leg {
                 self.mark_reached(name);
             }
         }
-        let arrived = self.pull_links(Feed::Main, &mut frame);
+        // Other legs' audio (8 kHz), mixed in at the call's rate.
+        let mut main = [0i16; SAMPLES];
+        let arrived = self.pull_links(Feed::Main, &mut main);
+        if arrived.is_some() {
+            add_at_rate(&mut frame, &main, wide.then_some(&mut self.wide.main));
+        }
         if self.links_out.iter().any(|l| l.tap == Tap::Sent) {
             let sent = mix::Frame {
-                pcm: frame,
+                pcm: to_8k(&frame, wide.then_some(&mut self.wide.sent)),
                 arrived: Instant::now().into_std(),
             };
             self.push_links(Tap::Sent, &sent);
         }
-        self.pull_links(Feed::Inject, &mut frame);
+        let mut inject = [0i16; SAMPLES];
+        if self.pull_links(Feed::Inject, &mut inject).is_some() {
+            add_at_rate(&mut frame, &inject, wide.then_some(&mut self.wide.inject));
+        }
         if let Some(at) = arrived {
             self.cfg.counters.bridge_latency.record(at.elapsed());
         }
-        self.pull_caller_for_taps(&frame);
+        if self.recording.is_some() || !self.taps.is_empty() {
+            let played = to_8k(&frame, wide.then_some(&mut self.wide.played));
+            self.pull_caller_for_taps(&played);
+        }
         let packet = self.rtp.tick(std::time::Instant::now(), &frame);
         self.session_events();
         if let Some(t) = packet {
@@ -917,4 +977,36 @@ impl Leg {
             self.emit(Event::Error { status });
         }
     }
+}
+
+/// Adds an 8 kHz frame of other legs' audio into `frame` (8 kHz, or 16 kHz through `up`).
+fn add_at_rate(frame: &mut [i16], audio: &[i16; SAMPLES], up: Option<&mut Upsampler>) {
+    match up {
+        Some(up) => {
+            let mut wide = Vec::with_capacity(2 * SAMPLES);
+            up.process(audio, &mut wide);
+            mix::add(frame, &wide);
+        }
+        None => mix::add(frame, audio),
+    }
+}
+
+/// A frame at the call's rate as 8 kHz (through `down` when the call is wideband).
+fn to_8k(frame: &[i16], down: Option<&mut Downsampler>) -> [i16; SAMPLES] {
+    let mut out = [0i16; SAMPLES];
+    match down {
+        Some(down) => {
+            let mut narrow = Vec::with_capacity(SAMPLES);
+            down.process(frame, &mut narrow);
+            for (o, s) in out.iter_mut().zip(narrow) {
+                *o = s;
+            }
+        }
+        None => {
+            for (o, s) in out.iter_mut().zip(frame) {
+                *o = *s;
+            }
+        }
+    }
+    out
 }

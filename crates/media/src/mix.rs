@@ -110,8 +110,8 @@ impl LinkRx {
     }
 }
 
-/// Adds `from` into `into`, saturating.
-pub fn add(into: &mut [i16; SAMPLES], from: &[i16; SAMPLES]) {
+/// Adds `from` into `into`, saturating (as far as the shorter goes).
+pub fn add(into: &mut [i16], from: &[i16]) {
     for (a, b) in into.iter_mut().zip(from) {
         *a = a.saturating_add(*b);
     }

@@ -3,16 +3,14 @@
 //! per RTP packet. Marks ride along at sample positions so the app hears back when the caller
 //! has actually been played everything before them.
 //!
-//! Positions are absolute sample counts at 8 kHz since the queue was created (u64: no wrap in
-//! any call), so marks never need adjusting when audio is played, dropped or cleared.
+//! The queue holds audio at the call's rate (8 kHz for G.711, 16 kHz for a wideband codec), so
+//! a 16 kHz app on a wideband call is played without being band-limited to G.711. Positions are
+//! absolute sample counts at that rate since the queue was created (u64: no wrap in any call),
+//! so marks never need adjusting when audio is played, dropped or cleared.
 
 use std::collections::VecDeque;
 
-use crate::resample::Downsampler;
-
-/// Samples per 20 ms frame at 8 kHz.
-const FRAME: usize = 160;
-const SAMPLES_PER_MS: usize = 8;
+use crate::resample::{Downsampler, Upsampler};
 /// Bytes converted per step of `push_pcm`, so a huge frame from the app never needs a scratch
 /// buffer of its own size (the queue bound is then applied step by step).
 const CHUNK_BYTES: usize = 8192;
@@ -20,8 +18,15 @@ const CHUNK_BYTES: usize = 8192;
 /// memory forever. Beyond this the oldest mark is fired early (reported by the next frame); beyond
 /// twice this (marks faster than frames are played) the oldest is forgotten.
 const MAX_MARKS: usize = 4096;
-/// Queue capacity (samples) kept once drained: 0.5 s at 8 kHz; anything larger is released.
-const SHRINK_ABOVE: usize = 4000;
+/// Queue capacity kept once drained: 0.5 s; anything larger is released.
+const SHRINK_ABOVE_MS: usize = 500;
+
+/// From the app's rate to the queue's.
+enum Convert {
+    None,
+    Down(Downsampler),
+    Up(Upsampler),
+}
 
 /// Audio dropped from the front of the queue because the app sent more than `max_ms` ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +35,13 @@ pub struct Overflow {
 }
 
 pub struct PlayoutQueue {
-    /// 8 kHz samples not yet played.
+    /// Samples at the output rate not yet played.
     queue: VecDeque<i16>,
     max_samples: usize,
-    /// Present when the stream runs at 16 kHz.
-    down: Option<Downsampler>,
+    /// Samples per ms and per 20 ms frame at the output rate.
+    per_ms: usize,
+    frame: usize,
+    convert: Convert,
     /// The first byte of a sample split across two frames from the app.
     odd_byte: Option<u8>,
     /// Absolute position of `queue[0]`.
@@ -52,13 +59,27 @@ pub struct PlayoutQueue {
 }
 
 impl PlayoutQueue {
-    /// input_rate: 8000 or 16000 (the stream's sample_rate); max_ms: queue bound (60_000).
-    /// Any rate other than 16000 is taken as 8000, the stream default.
+    /// input_rate: 8000 or 16000 (the stream's sample_rate); max_ms: queue bound (60_000). Plays
+    /// at 8 kHz.
     pub fn new(input_rate: u32, max_ms: u32) -> Self {
+        Self::with_output(input_rate, 8000, max_ms)
+    }
+
+    /// Plays at `output_rate` (8000, or 16000 on a wideband call). Any rate other than 16000 is
+    /// taken as 8000.
+    pub fn with_output(input_rate: u32, output_rate: u32, max_ms: u32) -> Self {
+        let wide = |r: u32| r == 16000;
+        let per_ms = if wide(output_rate) { 16 } else { 8 };
         Self {
             queue: VecDeque::new(),
-            max_samples: (max_ms as usize).saturating_mul(SAMPLES_PER_MS),
-            down: (input_rate == 16000).then(Downsampler::new),
+            max_samples: (max_ms as usize).saturating_mul(per_ms),
+            per_ms,
+            frame: per_ms * 20,
+            convert: match (wide(input_rate), wide(output_rate)) {
+                (true, false) => Convert::Down(Downsampler::new()),
+                (false, true) => Convert::Up(Upsampler::new()),
+                _ => Convert::None,
+            },
             odd_byte: None,
             played: 0,
             marks: VecDeque::new(),
@@ -103,20 +124,25 @@ impl PlayoutQueue {
             self.odd_byte = Some(*b);
         }
         (dropped > 0).then(|| Overflow {
-            dropped_ms: u32::try_from(dropped.div_ceil(SAMPLES_PER_MS)).unwrap_or(u32::MAX),
+            dropped_ms: u32::try_from(dropped.div_ceil(self.per_ms)).unwrap_or(u32::MAX),
         })
     }
 
     /// Moves `scratch_in` (at the input rate) onto the queue; returns the samples dropped to
     /// keep the bound.
     fn enqueue(&mut self) -> usize {
-        match &mut self.down {
-            Some(down) => {
+        match &mut self.convert {
+            Convert::Down(down) => {
                 self.scratch_out.clear();
                 down.process(&self.scratch_in, &mut self.scratch_out);
                 self.queue.extend(&self.scratch_out);
             }
-            None => self.queue.extend(&self.scratch_in),
+            Convert::Up(up) => {
+                self.scratch_out.clear();
+                up.process(&self.scratch_in, &mut self.scratch_out);
+                self.queue.extend(&self.scratch_out);
+            }
+            Convert::None => self.queue.extend(&self.scratch_in),
         }
         let excess = self.queue.len().saturating_sub(self.max_samples);
         if excess > 0 {
@@ -149,20 +175,20 @@ impl PlayoutQueue {
         // (the cut is a discontinuity anyway).
         self.odd_byte = None;
         self.forced = 0;
-        let played_ms = (self.heard - self.heard_at_ref) / SAMPLES_PER_MS as u64;
+        let played_ms = (self.heard - self.heard_at_ref) / self.per_ms as u64;
         self.heard_at_ref = self.heard;
         crate::stream::Cleared {
             played_ms,
-            dropped_ms: dropped / SAMPLES_PER_MS as u64,
+            dropped_ms: dropped / self.per_ms as u64,
             marks: self.marks.drain(..).map(|(_, name)| name).collect(),
         }
     }
 
-    /// Fills exactly 160 samples (20 ms at 8 kHz) for the next RTP packet: queued audio,
-    /// zero-padded (silence) when the queue runs dry. Returns the marks reached during (or at
-    /// the start of) this frame, in order, and whether any real audio was played.
-    pub fn next_frame(&mut self, out: &mut [i16; 160]) -> (Vec<String>, bool) {
-        let n = self.queue.len().min(FRAME);
+    /// Fills `out` (20 ms at the output rate: 160 or 320 samples) for the next RTP packet:
+    /// queued audio, zero-padded (silence) when the queue runs dry. Returns the marks reached
+    /// during (or at the start of) this frame, in order, and whether any real audio was played.
+    pub fn next_frame(&mut self, out: &mut [i16]) -> (Vec<String>, bool) {
+        let n = self.queue.len().min(out.len());
         for (o, s) in out.iter_mut().zip(self.queue.drain(..n)) {
             *o = s;
         }
@@ -171,8 +197,8 @@ impl PlayoutQueue {
         self.heard += n as u64;
         // A burst (TTS, or frames bunched by a busy machine) leaves a large allocation behind;
         // once it has played out, give it back rather than hold it for the rest of the call.
-        if self.queue.len() < FRAME && self.queue.capacity() > SHRINK_ABOVE {
-            self.queue.shrink_to(4 * FRAME);
+        if self.queue.len() < self.frame && self.queue.capacity() > SHRINK_ABOVE_MS * self.per_ms {
+            self.queue.shrink_to(4 * self.frame);
         }
 
         let mut reached = Vec::new();
@@ -192,7 +218,12 @@ impl PlayoutQueue {
     }
 
     pub fn queued_ms(&self) -> u32 {
-        u32::try_from(self.queue.len() / SAMPLES_PER_MS).unwrap_or(u32::MAX)
+        u32::try_from(self.queue.len() / self.per_ms).unwrap_or(u32::MAX)
+    }
+
+    /// The rate it plays at.
+    pub fn output_rate(&self) -> u32 {
+        self.per_ms as u32 * 1000
     }
 
     /// Absolute position just after the last queued sample.
@@ -221,7 +252,11 @@ mod tests {
         assert!(q.queue.capacity() >= 80_000);
         let mut out = [0i16; 160];
         while q.next_frame(&mut out).1 {}
-        assert!(q.queue.capacity() <= SHRINK_ABOVE, "{}", q.queue.capacity());
+        assert!(
+            q.queue.capacity() <= SHRINK_ABOVE_MS * 8,
+            "{}",
+            q.queue.capacity()
+        );
         // Steady real-time play keeps its small allocation (no shrink/grow churn).
         q.push_pcm(&bytes_of(&ramp(320)));
         let cap = q.queue.capacity();
@@ -441,5 +476,21 @@ mod tests {
         assert_eq!(q.push_pcm(&[1, 2, 3]), Some(Overflow { dropped_ms: 1 }));
         assert_eq!(q.push_pcm(&[]), None);
         assert_eq!(q.next_frame(&mut [0; 160]), (vec![], false));
+    }
+
+    #[test]
+    fn a_wideband_call_plays_16_khz_audio_as_it_came() {
+        let mut q = PlayoutQueue::with_output(16000, 16000, 60_000);
+        q.push_pcm(&bytes_of(&ramp(640)));
+        let mut out = [0i16; 320];
+        assert_eq!(q.next_frame(&mut out), (vec![], true));
+        assert_eq!(&out[..5], &ramp(5)[..], "sample for sample");
+        assert_eq!(q.queued_ms(), 20);
+        // 8 kHz from the app on a wideband call is upsampled: twice the samples.
+        let mut q = PlayoutQueue::with_output(8000, 16000, 60_000);
+        q.push_pcm(&bytes_of(&tone(1000.0, 8000.0, 8000.0, 8000)));
+        assert_eq!(q.queued_ms(), 1000);
+        let c = q.clear();
+        assert_eq!(c.dropped_ms, 1000);
     }
 }

@@ -25,6 +25,55 @@ use crate::rtp::{self, RtpHeader, SeqExtender};
 
 /// Samples in one 20 ms G.711 frame.
 pub const SAMPLES: usize = 160;
+
+/// The codecs a leg speaks (api.md §7 Codecs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioCodec {
+    Pcmu,
+    Pcma,
+    /// Wideband: 16 kHz audio, RTP timestamps at 8000 (RFC 3551 §4.5.2).
+    G722,
+}
+
+impl AudioCodec {
+    /// The rate of its audio: what the leg mixes, streams and plays at.
+    pub fn rate(self) -> u32 {
+        match self {
+            AudioCodec::Pcmu | AudioCodec::Pcma => 8000,
+            AudioCodec::G722 => 16000,
+        }
+    }
+
+    /// Samples in one 20 ms frame at [`Self::rate`].
+    pub fn frame_samples(self) -> usize {
+        self.rate() as usize / 50
+    }
+
+    fn payload_type(self) -> u8 {
+        match self {
+            AudioCodec::Pcmu => 0,
+            AudioCodec::Pcma => 8,
+            AudioCodec::G722 => 9,
+        }
+    }
+}
+
+/// G.722's encoder and decoder keep adaptive state from frame to frame.
+struct G722 {
+    enc: ezk_g722::libg722::encoder::Encoder,
+    dec: ezk_g722::libg722::decoder::Decoder,
+}
+
+impl G722 {
+    fn new() -> G722 {
+        use ezk_g722::libg722::{decoder::Decoder, encoder::Encoder, Bitrate};
+        G722 {
+            // 64 kbit/s, 16 kHz samples, one code per byte.
+            enc: Encoder::new(Bitrate::Mode1_64000, false, false),
+            dec: Decoder::new(Bitrate::Mode1_64000, false, false),
+        }
+    }
+}
 /// How long after the SDP a source may still be learnt.
 const LEARN_WINDOW: Duration = Duration::from_secs(3);
 
@@ -32,7 +81,7 @@ const LEARN_WINDOW: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
     pub addr: SocketAddr,
-    pub law: Law,
+    pub codec: AudioCodec,
     pub telephone_event: Option<u8>,
     /// SRTP, when the call is secure.
     pub srtp: Option<SrtpKeys>,
@@ -145,6 +194,7 @@ pub struct RtpSession {
     /// SRTP or SRTCP packets that failed authentication (or were replays, or too short).
     pub srtp_failed: u64,
     srtp: Option<Srtp>,
+    g722: Option<G722>,
     held: bool,
     // Sending.
     ssrc: u32,
@@ -180,6 +230,7 @@ impl RtpSession {
             foreign_dropped: 0,
             srtp_failed: 0,
             srtp: None,
+            g722: None,
             held: false,
             ssrc,
             seq,
@@ -211,6 +262,9 @@ impl RtpSession {
             None => self.srtp = None,
             Some(k) if self.srtp.as_ref().is_some_and(|s| s.keys == *k) => {}
             Some(k) => self.srtp = Srtp::new(k.clone()),
+        }
+        if remote.codec == AudioCodec::G722 && self.g722.is_none() {
+            self.g722 = Some(G722::new());
         }
         self.remote = Some(remote);
         self.learnt = None;
@@ -323,12 +377,14 @@ impl RtpSession {
             }
             return None;
         }
-        let law = match h.payload_type {
-            0 => Law::Mu,
-            8 => Law::A,
+        let codec = match h.payload_type {
+            0 => AudioCodec::Pcmu,
+            8 => AudioCodec::Pcma,
+            9 if self.g722.is_some() => AudioCodec::G722,
             _ => return None, // comfort noise and anything unknown
         };
         // Audio only: telephone-events share one timestamp and would read as jitter.
+        // RTP clock of all three codecs: 8000 (G.722's included).
         let arrival = (now.duration_since(self.started).as_micros() as u64 * 8 / 1000) as u32;
         self.stats.update(h.ssrc, h.seq, h.timestamp, arrival);
         // Duplicates and packets older than one already forwarded are dropped; a new SSRC or
@@ -345,8 +401,19 @@ impl RtpSession {
             }
         }
         self.last_fwd = Some(ext);
-        let mut pcm = Vec::with_capacity(SAMPLES);
-        g711::decode(law, payload, &mut pcm);
+        let pcm = match codec {
+            AudioCodec::Pcmu | AudioCodec::Pcma => {
+                let law = if codec == AudioCodec::Pcmu {
+                    Law::Mu
+                } else {
+                    Law::A
+                };
+                let mut pcm = Vec::with_capacity(SAMPLES);
+                g711::decode(law, payload, &mut pcm);
+                pcm
+            }
+            AudioCodec::G722 => self.g722.as_mut()?.dec.decode(payload),
+        };
         Some(Audio {
             pcm,
             seq: h.seq,
@@ -396,9 +463,18 @@ impl RtpSession {
         }
     }
 
-    /// The 20 ms tick: `frame` (what the caller should hear) as an RTP packet — or a key press
-    /// being sent, which takes its place. Nothing while held or before the SDP.
-    pub fn tick(&mut self, now: Instant, frame: &[i16; SAMPLES]) -> Option<Transmit> {
+    /// The codec in force (what [`Self::tick`] wants frames of).
+    pub fn codec(&self) -> AudioCodec {
+        self.remote
+            .as_ref()
+            .map(|r| r.codec)
+            .unwrap_or(AudioCodec::Pcmu)
+    }
+
+    /// The 20 ms tick: `frame` (what the caller should hear, at the codec's rate) as an RTP
+    /// packet — or a key press being sent, which takes its place. Nothing while held or before
+    /// the SDP.
+    pub fn tick(&mut self, now: Instant, frame: &[i16]) -> Option<Transmit> {
         let to = self.destination()?;
         if !self.held
             && !self.timed_out
@@ -412,7 +488,7 @@ impl RtpSession {
         if self.held {
             return None;
         }
-        let law = self.remote.as_ref().map(|r| r.law).unwrap_or(Law::Mu);
+        let codec = self.codec();
         let mut packet = Vec::with_capacity(12 + SAMPLES);
         if let Some((pt, (marker, payload))) = self.next_dtmf_packet() {
             let h = RtpHeader {
@@ -428,13 +504,21 @@ impl RtpSession {
             };
             rtp::write(&h, &payload, &mut packet);
         } else {
-            let mut payload = Vec::with_capacity(SAMPLES);
-            g711::encode(law, frame, &mut payload);
+            let payload = match codec {
+                AudioCodec::Pcmu | AudioCodec::Pcma => {
+                    let law = if codec == AudioCodec::Pcmu {
+                        Law::Mu
+                    } else {
+                        Law::A
+                    };
+                    let mut p = Vec::with_capacity(SAMPLES);
+                    g711::encode(law, frame, &mut p);
+                    p
+                }
+                AudioCodec::G722 => self.g722.as_mut()?.enc.encode(frame),
+            };
             let h = RtpHeader {
-                payload_type: match law {
-                    Law::Mu => 0,
-                    Law::A => 8,
-                },
+                payload_type: codec.payload_type(),
                 marker: false,
                 seq: self.seq,
                 timestamp: self.ts,
@@ -571,7 +655,7 @@ mod tests {
             t0,
             Remote {
                 addr: addr(SDP),
-                law: Law::Mu,
+                codec: AudioCodec::Pcmu,
                 telephone_event: Some(101),
                 srtp: None,
             },
@@ -614,7 +698,7 @@ mod tests {
             later,
             Remote {
                 addr: addr("10.0.0.9:7000"),
-                law: Law::Mu,
+                codec: AudioCodec::Pcmu,
                 telephone_event: Some(101),
                 srtp: None,
             },
@@ -662,7 +746,7 @@ mod tests {
             t0,
             Remote {
                 addr: addr(SDP),
-                law: Law::A,
+                codec: AudioCodec::Pcma,
                 telephone_event: None,
                 srtp: None,
             },
@@ -707,7 +791,7 @@ mod tests {
             t0,
             Remote {
                 addr: addr(SDP),
-                law: Law::Mu,
+                codec: AudioCodec::Pcmu,
                 telephone_event: Some(101),
                 srtp: Some(k),
             },
@@ -770,5 +854,57 @@ mod tests {
             .handle_rtp(t0, addr("203.0.113.9:5000"), &t.bytes)
             .is_none());
         assert_eq!(b.destination(), Some(addr(SDP)), "nothing learnt from it");
+    }
+
+    #[test]
+    fn g722_carries_16_khz_audio_both_ways() {
+        let t0 = Instant::now();
+        let g722 = |s: &mut RtpSession| {
+            s.set_remote(
+                t0,
+                Remote {
+                    addr: addr(SDP),
+                    codec: AudioCodec::G722,
+                    telephone_event: Some(101),
+                    srtp: None,
+                },
+            )
+        };
+        let (mut a, mut b) = (session(t0), session(t0));
+        g722(&mut a);
+        g722(&mut b);
+        // A 5 kHz tone: above what 8 kHz audio can carry.
+        let tone: Vec<i16> = (0..320 * 25)
+            .map(|i| {
+                (8000.0 * (2.0 * std::f64::consts::PI * 5000.0 * i as f64 / 16000.0).sin()) as i16
+            })
+            .collect();
+        let mut got = Vec::new();
+        let mut ts = Vec::new();
+        for frame in tone.chunks(320) {
+            let t = a.tick(t0, frame).unwrap();
+            let (h, payload) = rtp::parse(&t.bytes).unwrap();
+            assert_eq!((h.payload_type, payload.len()), (9, 160));
+            ts.push(h.timestamp);
+            got.extend(b.handle_rtp(t0, addr(SDP), &t.bytes).unwrap().pcm);
+        }
+        assert_eq!(ts[1].wrapping_sub(ts[0]), 160, "an 8000 clock (RFC 3551)");
+        assert_eq!(got.len(), tone.len());
+        let tail = &got[3200..];
+        let power = |f: f64| {
+            let (mut re, mut im) = (0.0, 0.0);
+            for (i, &x) in tail.iter().enumerate() {
+                let w = 2.0 * std::f64::consts::PI * f * i as f64 / 16000.0;
+                re += x as f64 * w.cos();
+                im += x as f64 * w.sin();
+            }
+            (re * re + im * im).sqrt() / tail.len() as f64
+        };
+        assert!(
+            power(5000.0) > 1000.0,
+            "the 5 kHz tone came through: {}",
+            power(5000.0)
+        );
+        assert!(power(5000.0) > 20.0 * power(3000.0));
     }
 }

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::g711::{self, Law};
-use crate::resample::Upsampler;
+use crate::resample::{Downsampler, Upsampler};
 use crate::ws::FromApp;
 
 /// Caller audio kept behind the live edge for a replay (api.md §3.5: frames written to a failed
@@ -90,7 +90,9 @@ pub enum AfterClose {
 pub struct AppStream {
     pub cfg: StreamConfig,
     link: Link,
+    /// From the call's rate to the stream's, when they differ.
     up: Option<Upsampler>,
+    down: Option<Downsampler>,
     /// Caller frames produced since the stream started: stream time is this × 20 ms.
     frames: u64,
     /// (frame index, frame at the stream's rate), kept only with `resume_secs`.
@@ -103,12 +105,11 @@ pub struct AppStream {
 
 impl AppStream {
     pub fn new(cfg: StreamConfig) -> AppStream {
-        let up =
-            (cfg.sample_rate == 16000 && cfg.protocol == Protocol::Botstream).then(Upsampler::new);
         AppStream {
             cfg,
             link: Link::Opening,
-            up,
+            up: None,
+            down: None,
             frames: 0,
             kept: VecDeque::new(),
             seq: 0,
@@ -209,22 +210,41 @@ impl AppStream {
         from.max(oldest) * FRAME_MS
     }
 
-    /// A caller frame (20 ms at 8 kHz): its message for the app, or `None` while the socket is
-    /// down (it is kept for the replay).
-    pub fn caller_frame(&mut self, pcm8k: &[i16]) -> Option<Outgoing> {
+    /// The stream's audio rate (Twilio's is always 8 kHz).
+    fn rate(&self) -> u32 {
+        match self.cfg.protocol {
+            Protocol::Twilio => 8000,
+            Protocol::Botstream if self.cfg.sample_rate == 16000 => 16000,
+            Protocol::Botstream => 8000,
+        }
+    }
+
+    /// A caller frame (20 ms at the call's `rate`: 8000, or 16000 on a wideband call): its
+    /// message for the app, or `None` while the socket is down (it is kept for the replay). A
+    /// 16 kHz stream of a wideband call gets the caller's full band.
+    pub fn caller_frame(&mut self, pcm: &[i16], rate: u32) -> Option<Outgoing> {
         // Stream time starts with the first socket: the app counts from its first frame.
         if matches!(self.link, Link::Opening) {
             return None;
         }
         let i = self.frames;
         self.frames += 1;
-        let pcm = match self.up.as_mut() {
-            Some(up) => {
-                let mut wide = Vec::with_capacity(pcm8k.len() * 2);
-                up.process(pcm8k, &mut wide);
+        let pcm = match (rate, self.rate()) {
+            (8000, 16000) => {
+                let mut wide = Vec::with_capacity(pcm.len() * 2);
+                self.up
+                    .get_or_insert_with(Upsampler::new)
+                    .process(pcm, &mut wide);
                 wide
             }
-            None => pcm8k.to_vec(),
+            (16000, 8000) => {
+                let mut narrow = Vec::with_capacity(pcm.len() / 2);
+                self.down
+                    .get_or_insert_with(Downsampler::new)
+                    .process(pcm, &mut narrow);
+                narrow
+            }
+            _ => pcm.to_vec(),
         };
         if self.cfg.resume_secs > 0 {
             self.kept.push_back((i, pcm.clone()));
@@ -471,7 +491,7 @@ mod tests {
         let mut s = AppStream::new(cfg(Protocol::Twilio, 0));
         let t0 = Instant::now();
         assert!(
-            s.caller_frame(&[0i16; 160]).is_none(),
+            s.caller_frame(&[0i16; 160], 8000).is_none(),
             "nothing before the socket is up"
         );
         let open = s.opening_frames(t0);
@@ -485,7 +505,7 @@ mod tests {
         assert_eq!(start["streamSid"], "MZ1");
         assert_eq!(start["start"]["callSid"], "c1");
         s.connected(t0);
-        let m = text(s.caller_frame(&[0i16; 160]).unwrap());
+        let m = text(s.caller_frame(&[0i16; 160], 8000).unwrap());
         assert_eq!(m["sequenceNumber"], "2");
         assert_eq!(m["media"]["chunk"], "1");
         assert_eq!(m["media"]["timestamp"], "0");
@@ -494,7 +514,7 @@ mod tests {
             .decode(m["media"]["payload"].as_str().unwrap())
             .unwrap();
         assert_eq!(ulaw.len(), 160);
-        let m = text(s.caller_frame(&[0i16; 160]).unwrap());
+        let m = text(s.caller_frame(&[0i16; 160], 8000).unwrap());
         assert_eq!(m["media"]["chunk"], "2");
         assert_eq!(m["media"]["timestamp"], "20");
         let d = text(s.dtmf('5').unwrap());
@@ -537,7 +557,7 @@ mod tests {
         s.opening_frames(t0);
         s.connected(t0);
         for _ in 0..250 {
-            assert!(s.caller_frame(&[1i16; 160]).is_some());
+            assert!(s.caller_frame(&[1i16; 160], 8000).is_some());
         }
         // 5 s of audio went out; the socket fails.
         let t1 = t0 + Duration::from_secs(5);
@@ -548,7 +568,10 @@ mod tests {
         assert_eq!(s.next_try(), Some(t1));
         s.trying();
         for _ in 0..25 {
-            assert!(s.caller_frame(&[2i16; 160]).is_none(), "kept while down");
+            assert!(
+                s.caller_frame(&[2i16; 160], 8000).is_none(),
+                "kept while down"
+            );
         }
         // The first try fails; the next waits 100 ms, then 200 ms.
         let t2 = t1 + Duration::from_millis(300);
@@ -570,7 +593,7 @@ mod tests {
             100 + 25,
             "2 s before the failure, then the gap"
         );
-        assert!(s.caller_frame(&[3i16; 160]).is_some(), "then live");
+        assert!(s.caller_frame(&[3i16; 160], 8000).is_some(), "then live");
     }
 
     #[test]

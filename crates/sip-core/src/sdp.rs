@@ -1,5 +1,5 @@
-//! SDP offer/answer for one G.711 audio stream (RFC 4566, RFC 3264), the subset a carrier trunk
-//! uses: PCMU, PCMA and telephone-event.
+//! SDP offer/answer for one audio stream (RFC 4566, RFC 3264), the subset a carrier trunk uses:
+//! PCMU, PCMA, G.722 and telephone-event, over RTP or SRTP (SDES).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 pub enum Codec {
     Pcmu,
     Pcma,
+    /// 16 kHz audio on an 8000 clock (RFC 3551 §4.5.2).
+    G722,
 }
 
 impl Codec {
@@ -14,13 +16,36 @@ impl Codec {
         match self {
             Codec::Pcmu => 0,
             Codec::Pcma => 8,
+            Codec::G722 => 9,
         }
     }
     pub fn name(self) -> &'static str {
         match self {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
+            Codec::G722 => "G722",
         }
+    }
+
+    /// A codec by its name in `absolute_codec_string` / `media.codecs` (FreeSWITCH's spelling,
+    /// any case, parameters after `@` ignored). Names the switch does not speak give `None`.
+    pub fn from_name(s: &str) -> Option<Codec> {
+        let name = s.split('@').next()?.trim();
+        [Codec::Pcmu, Codec::Pcma, Codec::G722]
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name))
+    }
+
+    /// A comma-separated list such as `OPUS,G722,PCMU,PCMA`: the codecs the switch speaks, in
+    /// that order.
+    pub fn list(s: &str) -> Vec<Codec> {
+        let mut out = Vec::new();
+        for c in s.split(',').filter_map(Codec::from_name) {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
     }
 }
 
@@ -141,17 +166,26 @@ pub enum Direction {
     Inactive,
 }
 
-/// Our offer: PCMU, PCMA, telephone-event 101, ptime 20 (api.md §7); with `crypto`, SRTP
+/// The offer of api.md §7 when nothing says otherwise: PCMU, then PCMA.
+pub const DEFAULT_OFFER: [Codec; 2] = [Codec::Pcmu, Codec::Pcma];
+
+/// Our offer: `codecs` in order, telephone-event 101, ptime 20 (api.md §7); with `crypto`, SRTP
 /// (`RTP/SAVP` and an `a=crypto` line each).
-pub fn offer(session_id: u64, version: u64, addr: IpAddr, port: u16, crypto: &[Crypto]) -> String {
+pub fn offer(
+    session_id: u64,
+    version: u64,
+    addr: IpAddr,
+    port: u16,
+    codecs: &[Codec],
+    crypto: &[Crypto],
+) -> String {
     let mut s = origin(session_id, version, addr);
-    s.push_str(&audio(
-        port,
-        &[Codec::Pcmu, Codec::Pcma],
-        Some(101),
-        Direction::SendRecv,
-        crypto,
-    ));
+    let codecs = if codecs.is_empty() {
+        &DEFAULT_OFFER[..]
+    } else {
+        codecs
+    };
+    s.push_str(&audio(port, codecs, Some(101), Direction::SendRecv, crypto));
     s
 }
 
@@ -159,17 +193,24 @@ pub fn offer(session_id: u64, version: u64, addr: IpAddr, port: u16, crypto: &[C
 /// that mirrors its own (a `sendonly` hold is answered `recvonly`). `version` is our `o=` version
 /// (RFC 3264 §8: raised by every changed description). `None` when nothing is in common (the
 /// offerer gets 488).
-/// With `crypto` (for a secure offer: the suite and tag chosen, with our own key) the answer is
-/// `RTP/SAVP`.
+/// The codec is the first of `prefer` that the offer lists (`media.codecs`); an empty `prefer`
+/// takes the offer's first. With `crypto` (for a secure offer: the suite and tag chosen, with
+/// our own key) the answer is `RTP/SAVP`.
+#[allow(clippy::too_many_arguments)]
 pub fn answer(
     remote: &MediaDescription,
     session_id: u64,
     version: u64,
     addr: IpAddr,
     port: u16,
+    prefer: &[Codec],
     crypto: Option<&Crypto>,
 ) -> Option<(String, Codec)> {
-    let codec = *remote.codecs.first()?;
+    let codec = if prefer.is_empty() {
+        *remote.codecs.first()?
+    } else {
+        *prefer.iter().find(|c| remote.codecs.contains(c))?
+    };
     let dir = match remote.direction {
         Direction::SendOnly => Direction::RecvOnly,
         Direction::RecvOnly => Direction::SendOnly,
@@ -341,6 +382,8 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
         match (pt, enc_of(pt)) {
             (0, None) => codecs.push(Codec::Pcmu),
             (8, None) => codecs.push(Codec::Pcma),
+            (9, None) => codecs.push(Codec::G722),
+            (_, Some(e)) if e.starts_with("g722/8000") => codecs.push(Codec::G722),
             (_, Some(e)) if e.starts_with("pcmu/8000") => codecs.push(Codec::Pcmu),
             (_, Some(e)) if e.starts_with("pcma/8000") => codecs.push(Codec::Pcma),
             (_, Some(e)) if e.starts_with("telephone-event/8000") && telephone_event.is_none() => {
@@ -367,7 +410,7 @@ mod tests {
 
     #[test]
     fn offer_round_trips() {
-        let o = offer(1, 1, "10.0.0.1".parse().unwrap(), 20000, &[]);
+        let o = offer(1, 1, "10.0.0.1".parse().unwrap(), 20000, &[], &[]);
         let m = parse(o.as_bytes()).unwrap();
         assert_eq!(m.addr, "10.0.0.1:20000".parse().unwrap());
         assert_eq!(m.codecs, vec![Codec::Pcmu, Codec::Pcma]);
@@ -380,7 +423,7 @@ mod tests {
         let m = parse(sdp.as_bytes()).unwrap();
         assert_eq!(m.codecs, vec![Codec::Pcma]);
         assert_eq!(m.telephone_event, Some(96));
-        let (ans, c) = answer(&m, 9, 1, "127.0.0.1".parse().unwrap(), 30000, None).unwrap();
+        let (ans, c) = answer(&m, 9, 1, "127.0.0.1".parse().unwrap(), 30000, &[], None).unwrap();
         assert_eq!(c, Codec::Pcma);
         assert!(ans.contains("m=audio 30000 RTP/AVP 8 96"));
     }
@@ -389,7 +432,7 @@ mod tests {
     fn nothing_in_common() {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 18\r\n";
         let m = parse(sdp.as_bytes()).unwrap();
-        assert!(answer(&m, 1, 1, "127.0.0.1".parse().unwrap(), 2, None).is_none());
+        assert!(answer(&m, 1, 1, "127.0.0.1".parse().unwrap(), 2, &[], None).is_none());
     }
 
     #[test]
@@ -397,7 +440,7 @@ mod tests {
         let sdp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/AVP 0\r\na=sendonly\r\n";
         let m = parse(sdp.as_bytes()).unwrap();
         assert_eq!(m.direction, Direction::SendOnly);
-        let (ans, _) = answer(&m, 1, 2, "127.0.0.1".parse().unwrap(), 4000, None).unwrap();
+        let (ans, _) = answer(&m, 1, 2, "127.0.0.1".parse().unwrap(), 4000, &[], None).unwrap();
         assert!(
             ans.contains("a=recvonly") && ans.contains("o=BotStream 1 2 "),
             "{ans}"
@@ -410,7 +453,7 @@ mod tests {
         let m = parse(sdp.as_bytes()).unwrap();
         assert_eq!(m.addr.port(), 5000);
         assert_eq!(m.audio_index, 1);
-        let (ans, _) = answer(&m, 1, 1, "127.0.0.1".parse().unwrap(), 4000, None).unwrap();
+        let (ans, _) = answer(&m, 1, 1, "127.0.0.1".parse().unwrap(), 4000, &[], None).unwrap();
         let lines: Vec<&str> = ans.lines().filter(|l| l.starts_with("m=")).collect();
         assert_eq!(
             lines,
@@ -430,14 +473,23 @@ mod tests {
             Crypto::new(1, CryptoSuite::AesCm128HmacSha1_80),
             Crypto::new(2, CryptoSuite::AesCm128HmacSha1_32),
         ];
-        let o = offer(1, 1, "10.0.0.1".parse().unwrap(), 20000, &ours);
+        let o = offer(1, 1, "10.0.0.1".parse().unwrap(), 20000, &[], &ours);
         assert!(o.contains("m=audio 20000 RTP/SAVP 0 8 101"), "{o}");
         let m = parse(o.as_bytes()).unwrap();
         assert!(m.secure);
         assert_eq!(m.crypto, ours);
         // Answered with the first suite, its tag, a key of the answerer's own.
         let mine = Crypto::new(1, m.crypto[0].suite);
-        let (a, _) = answer(&m, 2, 1, "10.0.0.2".parse().unwrap(), 30000, Some(&mine)).unwrap();
+        let (a, _) = answer(
+            &m,
+            2,
+            1,
+            "10.0.0.2".parse().unwrap(),
+            30000,
+            &[],
+            Some(&mine),
+        )
+        .unwrap();
         let back = parse(a.as_bytes()).unwrap();
         assert!(back.secure && back.crypto == vec![mine.clone()], "{a}");
         assert!(
@@ -460,5 +512,41 @@ mod tests {
         assert_eq!(m.crypto.len(), 1, "{:?}", m.crypto);
         assert_eq!(m.crypto[0].tag, 5);
         assert_eq!(m.crypto[0].suite, CryptoSuite::AesCm128HmacSha1_32);
+    }
+
+    #[test]
+    fn g722_offered_named_and_preferred() {
+        assert_eq!(
+            Codec::list("OPUS,g722,PCMU,pcma,PCMU"),
+            [Codec::G722, Codec::Pcmu, Codec::Pcma]
+        );
+        let o = offer(
+            1,
+            1,
+            "10.0.0.1".parse().unwrap(),
+            20000,
+            &[Codec::G722, Codec::Pcmu],
+            &[],
+        );
+        assert!(
+            o.contains("m=audio 20000 RTP/AVP 9 0 101") && o.contains("a=rtpmap:9 G722/8000"),
+            "{o}"
+        );
+        let m = parse(o.as_bytes()).unwrap();
+        assert_eq!(m.codecs, [Codec::G722, Codec::Pcmu]);
+        // The answer takes our first preference the offer has, not the offer's first.
+        let ip = "10.0.0.2".parse().unwrap();
+        let (_, c) = answer(
+            &m,
+            1,
+            1,
+            ip,
+            4000,
+            &[Codec::Pcma, Codec::Pcmu, Codec::G722],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c, Codec::Pcmu);
+        assert!(answer(&m, 1, 1, ip, 4000, &[Codec::Pcma], None).is_none());
     }
 }

@@ -84,6 +84,7 @@ pub(super) fn start(
             held: false,
             connected: false,
             crypto: Vec::new(),
+            offer: Vec::new(),
         },
         timers: Default::default(),
         session: None,
@@ -113,6 +114,14 @@ pub(super) fn start(
     let mut leg = leg;
     if super::srtp::wanted(&d.vars, Some(&d.gateway)) {
         leg.media.crypto = super::srtp::offer();
+    }
+    // api.md §7: the call's or the gateway's absolute_codec_string orders the offer.
+    if let Some(codecs) = d
+        .vars
+        .get("absolute_codec_string")
+        .or(d.gateway.variables.get("absolute_codec_string"))
+    {
+        leg.media.offer = sdp::Codec::list(codecs);
     }
     sb.legs.insert(id, leg);
     sb.by_uuid.insert(d.uuid.clone(), id);
@@ -234,6 +243,7 @@ fn build_invite(
         l.media.version,
         cfg.public_ip,
         l.media.port,
+        &l.media.offer,
         &l.media.crypto,
     )
     .into_bytes();

@@ -104,6 +104,8 @@ pub(super) fn connect_media(
     let first = !l.media.connected;
     l.media.connected = true;
     l.media.codec = Some(codec);
+    // From now on our offers (refreshes, offerless re-INVITEs) keep to the codec in force.
+    l.media.offer = vec![codec];
     let te = remote.telephone_event;
     let held = matches!(
         remote.direction,
@@ -112,9 +114,10 @@ pub(super) fn connect_media(
     let was_held = std::mem::replace(&mut l.media.held, held);
     let command = media::leg::Command::Remote {
         addr: remote.addr,
-        law: match codec {
-            sdp::Codec::Pcmu => media::g711::Law::Mu,
-            sdp::Codec::Pcma => media::g711::Law::A,
+        codec: match codec {
+            sdp::Codec::Pcmu => media::session::AudioCodec::Pcmu,
+            sdp::Codec::Pcma => media::session::AudioCodec::Pcma,
+            sdp::Codec::G722 => media::session::AudioCodec::G722,
         },
         telephone_event: te,
         srtp,
@@ -322,8 +325,9 @@ fn offer(sb: &mut Switchboard, now: Instant, leg: LegId, tx: TxId, req: &Request
             return reply(sb, leg, tx, req, 488);
         };
         let ours = srtp.as_ref().map(|(c, _)| c);
+        let prefer = answer_preference(&sb.cfg.codecs, l.media.codec);
         let Some((answer, codec)) =
-            sdp::answer(&remote, session_id, version, public_ip, port, ours)
+            sdp::answer(&remote, session_id, version, public_ip, port, &prefer, ours)
         else {
             return reply(sb, leg, tx, req, 488);
         };
@@ -340,6 +344,7 @@ fn offer(sb: &mut Switchboard, now: Instant, leg: LegId, tx: TxId, req: &Request
                 l.media.version + 1,
                 public_ip,
                 port,
+                &l.media.offer,
                 &l.media.crypto,
             ),
             l.media.version + 1,
@@ -435,6 +440,7 @@ fn send_refresh(sb: &mut Switchboard, leg: LegId) {
     };
     let (sid, version, port) = (l.media.session_id, l.media.version, l.media.port);
     let crypto = l.media.crypto.clone();
+    let codecs = l.media.offer.clone();
     let min_se = sb.cfg.min_se.min(session.interval);
     let public_ip = sb.cfg.public_ip;
     let Some((mut r, peer)) = in_dialog(sb, leg, method) else {
@@ -450,7 +456,7 @@ fn send_refresh(sb: &mut Switchboard, leg: LegId) {
     if method == "INVITE" {
         r.headers.push("Allow", ALLOW);
         r.headers.push("Content-Type", "application/sdp");
-        r.body = sdp::offer(sid, version, public_ip, port, &crypto).into_bytes();
+        r.body = sdp::offer(sid, version, public_ip, port, &codecs, &crypto).into_bytes();
     }
     let cseq = r.cseq().map(|c| c.seq).unwrap_or(0);
     let tag = sb.send(leg, Purpose::Refresh, r, peer);
@@ -677,7 +683,9 @@ pub(super) fn accept_inbound(sb: &mut Switchboard, now: Instant, req: Option<Req
         return refuse(sb, 488, Some(("Reason", reason)));
     };
     let ours = srtp.as_ref().map(|(c, _)| c);
-    let Some((answer, codec)) = sdp::answer(&inb.remote, sid, 1, public_ip, port, ours) else {
+    let prefer = &sb.cfg.codecs;
+    let Some((answer, codec)) = sdp::answer(&inb.remote, sid, 1, public_ip, port, prefer, ours)
+    else {
         let reason = cause::reason_header_value(
             HangupCause::from_name("INCOMPATIBLE_DESTINATION")
                 .unwrap_or(HangupCause::NORMAL_TEMPORARY_FAILURE),
@@ -721,6 +729,7 @@ pub(super) fn accept_inbound(sb: &mut Switchboard, now: Instant, req: Option<Req
             held: false,
             connected: false,
             crypto: Vec::new(),
+            offer: Vec::new(),
         },
         timers: Default::default(),
         session: None,
@@ -788,4 +797,12 @@ pub(super) fn accept_inbound(sb: &mut Switchboard, now: Instant, req: Option<Req
     leg::publish(sb, id, "answered", answered);
     arm_session_timers(sb, now, id);
     sb.reply(req, Ok(Default::default()));
+}
+
+/// A re-offer is answered with the codec in force when the peer still lists it (no mid-call
+/// switch of rate), else by the configured preference (`media.codecs`).
+fn answer_preference(configured: &[sdp::Codec], in_force: Option<sdp::Codec>) -> Vec<sdp::Codec> {
+    let mut prefer: Vec<sdp::Codec> = in_force.into_iter().collect();
+    prefer.extend(configured.iter().filter(|c| Some(**c) != in_force));
+    prefer
 }

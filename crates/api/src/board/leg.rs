@@ -69,6 +69,8 @@ pub(super) struct MediaState {
     pub connected: bool,
     /// Our `a=crypto` lines: those offered, then the one in force. Empty: plain RTP.
     pub crypto: Vec<sip_core::sdp::Crypto>,
+    /// What our offers list: `absolute_codec_string` (api.md §7), then the codec in force.
+    pub offer: Vec<sdp::Codec>,
 }
 
 /// What an API request waiting on the media was, to word its answer.

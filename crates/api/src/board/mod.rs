@@ -73,6 +73,8 @@ pub struct BoardConfig {
     /// RFC 4028: the interval our INVITEs ask for (0: ask for none) and the smallest we accept.
     pub session_expires: u32,
     pub min_se: u32,
+    /// `media.codecs`: what an offer is answered with, by preference (api.md §7 Codecs).
+    pub codecs: Vec<sdp::Codec>,
     /// How long a REFER accepted with 202 may go without a final NOTIFY.
     pub refer_timeout: Duration,
 }

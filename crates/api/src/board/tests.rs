@@ -37,6 +37,7 @@ fn cfg() -> BoardConfig {
         session_expires: 1800,
         min_se: 90,
         refer_timeout: Duration::from_secs(120),
+        codecs: vec![sdp::Codec::G722, sdp::Codec::Pcmu, sdp::Codec::Pcma],
     }
 }
 
@@ -524,7 +525,7 @@ fn challenged_twice_answered_held_refreshed_bridged_then_the_agent_hangs_up() {
         matches!(
             remote[..],
             [media::leg::Command::Remote {
-                law: media::g711::Law::A,
+                codec: media::session::AudioCodec::Pcma,
                 ..
             }]
         ),

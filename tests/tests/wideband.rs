@@ -1,0 +1,112 @@
+//! G.722 end to end (api.md §7 Codecs) against a real softphone: a 5 kHz sine cannot cross
+//! G.711's 4 kHz band, so hearing it at a 16 kHz stream proves the caller's wideband audio
+//! reached the app unresampled, and a 6 kHz tone the app plays proves the way back.
+
+use std::time::Duration;
+
+use e2e::*;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(20);
+
+fn tone16(freq: f64, n: usize, amplitude: f64) -> Vec<i16> {
+    (0..n)
+        .map(|i| {
+            (amplitude * (2.0 * std::f64::consts::PI * freq * i as f64 / 16000.0).sin()) as i16
+        })
+        .collect()
+}
+
+async fn wideband_both_ways(app: &App, uuid: &str, phone: &Baresip) {
+    let mut ws = WsServer::start().await;
+    let r = app
+        .request(
+            "request_start_stream",
+            json!({"call_uuid": uuid, "websocket_host": "127.0.0.1",
+                   "websocket_port": ws.port, "sample_rate": 16000}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let mut conn = ws.accept(T).await;
+    let _ = conn.collect(Duration::from_millis(500)).await;
+    let heard = conn.collect(Duration::from_millis(1000)).await;
+    let r = tone_ratio(&heard, 5000.0, 16000.0);
+    assert!(r > 0.5, "the bot hears the phone's 5 kHz sine: {r}");
+
+    conn.send_pcm(&tone16(6000.0, 32000, 8000.0));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (rate, got) = phone.heard();
+    assert!(rate >= 16000, "the phone decodes wideband: {rate} Hz");
+    let tail = &got[got.len().saturating_sub(rate as usize)..];
+    let r = tone_ratio(tail, 6000.0, rate as f64);
+    assert!(r > 0.3, "the phone hears the bot's 6 kHz: {r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_g722_phone_calls_in_and_the_app_hears_its_full_band() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let mut app = App::connect_to(&nats, &sw, "botstream.inbound").await;
+    // The phone offers G.722 after G.711: the switch answers by its own preference.
+    let phone = Baresip::start("audio_codecs=PCMU,G722/16000/1", 5000);
+    phone.dial(&format!("sip:100@127.0.0.1:{}", sw.sip_port));
+    let a = app.next_event("answered", T).await;
+    let uuid = a["call_uuid"].as_str().unwrap().to_string();
+    wideband_both_ways(&app, &uuid, &phone).await;
+    assert!(
+        phone.proc.log_text().contains("G722"),
+        "{}",
+        phone.proc.log_text()
+    );
+    let h = app.hang_up(&uuid).await;
+    assert_eq!(h["hangup_cause"], "NORMAL_CLEARING");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_codec_string_offers_g722_to_a_gateway() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let mut app = App::connect(&nats, &sw).await;
+    let phone = Baresip::start("answermode=auto;audio_codecs=G722/16000/1", 5000);
+    let r = app
+        .request(
+            "request_add_sip_gateway",
+            json!({"name": "phone", "params": {"proxy": format!("127.0.0.1:{}", phone.sip_port)},
+                   "variables": {"absolute_codec_string": "G722,PCMU,PCMA"}}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let uuid = app.make_call("phone", json!({"to_number": "phone"})).await;
+    app.event(&uuid, "answered", T).await;
+    wideband_both_ways(&app, &uuid, &phone).await;
+    app.hang_up(&uuid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_codecs_decides_what_an_inbound_offer_is_answered_with() {
+    let nats = Nats::start();
+    // G.711 first: a phone that offers G.722 too is answered with PCMU, and the 16 kHz stream
+    // carries narrowband audio (nothing of the 5 kHz sine survives).
+    let sw = Switch::start(&nats, &["--media-codecs", "PCMU,PCMA,G722"]);
+    let mut app = App::connect_to(&nats, &sw, "botstream.inbound").await;
+    let phone = Baresip::start("audio_codecs=G722/16000/1,PCMU", 5000);
+    phone.dial(&format!("sip:100@127.0.0.1:{}", sw.sip_port));
+    let a = app.next_event("answered", T).await;
+    let uuid = a["call_uuid"].as_str().unwrap().to_string();
+    let mut ws = WsServer::start().await;
+    let r = app
+        .request(
+            "request_start_stream",
+            json!({"call_uuid": uuid, "websocket_host": "127.0.0.1",
+                   "websocket_port": ws.port, "sample_rate": 16000}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let mut conn = ws.accept(T).await;
+    let _ = conn.collect(Duration::from_millis(500)).await;
+    let heard = conn.collect(Duration::from_millis(1000)).await;
+    assert!(heard.len() > 12000, "16 kHz frames: {}", heard.len());
+    let r = tone_ratio(&heard, 5000.0, 16000.0);
+    assert!(r < 0.1, "a narrowband call carries no 5 kHz: {r}");
+    app.hang_up(&uuid).await;
+}
