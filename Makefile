@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test build deps-run deps-test bench bench-bridge bench-cpa fmt lint
+.PHONY: run test build deps-build deps-run deps-test bench bench-bridge bench-cpa fmt lint
 
 # Debian package names; apt-get update runs once, only when something is missing.
 define ensure
@@ -20,10 +20,20 @@ define ensure
 	fi
 endef
 
-deps-run:
+# libopus for the Opus codec (the opus crate finds it with pkg-config at build time).
+define ensure_opus
+	@pkg-config --exists opus 2>/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "installing: pkg-config libopus-dev"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pkg-config libopus-dev; }
+endef
+
+deps-build:
+	$(call ensure_opus)
+
+deps-run: deps-build
 	$(call ensure,nats-server:nats-server)
 
-deps-test:
+deps-test: deps-build
 	$(call ensure,nats-server:nats-server sipp:sip-tester baresip:baresip-core)
 	@python3 -m venv --help >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-venv; }
@@ -35,7 +45,7 @@ $(PIPECAT_VENV)/.installed: examples/pipecat/requirements.txt
 	$(PIPECAT_VENV)/bin/pip install -q -r examples/pipecat/requirements.txt
 	touch $@
 
-build:
+build: deps-build
 	$(CARGO) build --release -p botstream
 
 run: deps-run build

@@ -1,4 +1,4 @@
-//! G.722 end to end (api.md §7 Codecs) against a real softphone: a 5 kHz sine cannot cross
+//! G.722 and Opus end to end (api.md §7 Codecs) against a real softphone: a 5 kHz sine cannot cross
 //! G.711's 4 kHz band, so hearing it at a 16 kHz stream proves the caller's wideband audio
 //! reached the app unresampled, and a 6 kHz tone the app plays proves the way back.
 
@@ -108,5 +108,43 @@ async fn media_codecs_decides_what_an_inbound_offer_is_answered_with() {
     assert!(heard.len() > 12000, "16 kHz frames: {}", heard.len());
     let r = tone_ratio(&heard, 5000.0, 16000.0);
     assert!(r < 0.1, "a narrowband call carries no 5 kHz: {r}");
+    app.hang_up(&uuid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opus_phone_calls_in_and_the_app_hears_its_full_band() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let mut app = App::connect_to(&nats, &sw, "botstream.inbound").await;
+    // baresip's Opus is stereo by default: the switch downmixes what it sends.
+    let phone = Baresip::start("audio_codecs=PCMU,opus/48000/2", 5000);
+    phone.dial(&format!("sip:100@127.0.0.1:{}", sw.sip_port));
+    let a = app.next_event("answered", T).await;
+    let uuid = a["call_uuid"].as_str().unwrap().to_string();
+    wideband_both_ways(&app, &uuid, &phone).await;
+    let log = phone.proc.log_text();
+    assert!(log.contains("Set audio encoder: opus"), "{log}");
+    let h = app.hang_up(&uuid).await;
+    assert_eq!(h["hangup_cause"], "NORMAL_CLEARING");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_codec_string_offers_opus_to_a_gateway() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let mut app = App::connect(&nats, &sw).await;
+    let phone = Baresip::start("answermode=auto;audio_codecs=opus/48000/2", 5000);
+    let r = app
+        .request(
+            "request_add_sip_gateway",
+            json!({"name": "phone", "params": {"proxy": format!("127.0.0.1:{}", phone.sip_port)},
+                   "variables": {"absolute_codec_string": "OPUS,PCMU"}}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let uuid = app.make_call("phone", json!({"to_number": "phone"})).await;
+    app.event(&uuid, "answered", T).await;
+    wideband_both_ways(&app, &uuid, &phone).await;
+    assert!(phone.proc.log_text().contains("Set audio decoder: opus"));
     app.hang_up(&uuid).await;
 }

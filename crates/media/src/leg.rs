@@ -141,7 +141,10 @@ pub enum Command {
     Remote {
         addr: SocketAddr,
         codec: crate::session::AudioCodec,
-        telephone_event: Option<u8>,
+        /// The codec's payload type in this call.
+        payload_type: u8,
+        /// telephone-event's payload type and clock.
+        telephone_event: Option<(u8, u32)>,
         /// SDES keys when the call is SRTP.
         srtp: Option<crate::session::SrtpKeys>,
     },
@@ -460,12 +463,14 @@ impl Leg {
             Command::Remote {
                 addr,
                 codec,
+                payload_type,
                 telephone_event,
                 srtp,
             } => {
                 let remote = crate::session::Remote {
                     addr,
                     codec,
+                    payload_type,
                     telephone_event,
                     srtp,
                 };

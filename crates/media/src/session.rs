@@ -33,6 +33,9 @@ pub enum AudioCodec {
     Pcma,
     /// Wideband: 16 kHz audio, RTP timestamps at 8000 (RFC 3551 §4.5.2).
     G722,
+    /// Opus (RFC 7587), coded and decoded at 16 kHz (mono; a stereo stream is downmixed),
+    /// RTP timestamps at 48000 whatever the audio.
+    Opus,
 }
 
 impl AudioCodec {
@@ -40,21 +43,21 @@ impl AudioCodec {
     pub fn rate(self) -> u32 {
         match self {
             AudioCodec::Pcmu | AudioCodec::Pcma => 8000,
-            AudioCodec::G722 => 16000,
+            AudioCodec::G722 | AudioCodec::Opus => 16000,
+        }
+    }
+
+    /// Its RTP clock.
+    pub fn clock(self) -> u32 {
+        match self {
+            AudioCodec::Opus => 48000,
+            _ => 8000,
         }
     }
 
     /// Samples in one 20 ms frame at [`Self::rate`].
     pub fn frame_samples(self) -> usize {
         self.rate() as usize / 50
-    }
-
-    fn payload_type(self) -> u8 {
-        match self {
-            AudioCodec::Pcmu => 0,
-            AudioCodec::Pcma => 8,
-            AudioCodec::G722 => 9,
-        }
     }
 }
 
@@ -74,6 +77,42 @@ impl G722 {
         }
     }
 }
+/// Opus keeps state too; libopus does the work.
+struct Opus {
+    enc: opus::Encoder,
+    dec: opus::Decoder,
+}
+
+impl Opus {
+    fn new() -> Option<Opus> {
+        let rate = AudioCodec::Opus.rate();
+        let mut enc =
+            opus::Encoder::new(rate, opus::Channels::Mono, opus::Application::Voip).ok()?;
+        // Speech at 16 kHz: 24 kbit/s is transparent for it and above every fmtp floor.
+        enc.set_bitrate(opus::Bitrate::Bits(24000)).ok()?;
+        Some(Opus {
+            enc,
+            // A mono decoder downmixes a stereo stream (RFC 7587 §3.4).
+            dec: opus::Decoder::new(rate, opus::Channels::Mono).ok()?,
+        })
+    }
+
+    fn encode(&mut self, frame: &[i16]) -> Option<Vec<u8>> {
+        let mut out = vec![0u8; 400];
+        let n = self.enc.encode(frame, &mut out).ok()?;
+        out.truncate(n);
+        Some(out)
+    }
+
+    fn decode(&mut self, payload: &[u8]) -> Option<Vec<i16>> {
+        // Up to 120 ms per packet.
+        let mut out = vec![0i16; AudioCodec::Opus.rate() as usize * 120 / 1000];
+        let n = self.dec.decode(payload, &mut out, false).ok()?;
+        out.truncate(n);
+        Some(out)
+    }
+}
+
 /// How long after the SDP a source may still be learnt.
 const LEARN_WINDOW: Duration = Duration::from_secs(3);
 
@@ -82,7 +121,10 @@ const LEARN_WINDOW: Duration = Duration::from_secs(3);
 pub struct Remote {
     pub addr: SocketAddr,
     pub codec: AudioCodec,
-    pub telephone_event: Option<u8>,
+    /// The payload type the codec has in this call (Opus's is dynamic).
+    pub payload_type: u8,
+    /// telephone-event's payload type and clock (8000, or 48000 beside Opus).
+    pub telephone_event: Option<(u8, u32)>,
     /// SRTP, when the call is secure.
     pub srtp: Option<SrtpKeys>,
 }
@@ -195,6 +237,7 @@ pub struct RtpSession {
     pub srtp_failed: u64,
     srtp: Option<Srtp>,
     g722: Option<G722>,
+    opus: Option<Opus>,
     held: bool,
     // Sending.
     ssrc: u32,
@@ -231,6 +274,7 @@ impl RtpSession {
             srtp_failed: 0,
             srtp: None,
             g722: None,
+            opus: None,
             held: false,
             ssrc,
             seq,
@@ -265,6 +309,9 @@ impl RtpSession {
         }
         if remote.codec == AudioCodec::G722 && self.g722.is_none() {
             self.g722 = Some(G722::new());
+        }
+        if remote.codec == AudioCodec::Opus && self.opus.is_none() {
+            self.opus = Opus::new();
         }
         self.remote = Some(remote);
         self.learnt = None;
@@ -367,7 +414,11 @@ impl RtpSession {
         }
         let (h, payload) = rtp::parse(buf)?;
         self.last_rtp = Some(now);
-        let te = self.remote.as_ref().and_then(|r| r.telephone_event);
+        let te = self
+            .remote
+            .as_ref()
+            .and_then(|r| r.telephone_event)
+            .map(|(pt, _)| pt);
         if Some(h.payload_type) == te {
             if let Some((digit, _)) = self.dtmf_rx.handle_packet(h.timestamp, payload) {
                 self.events.push_back(SessionEvent::Dtmf(digit));
@@ -377,15 +428,18 @@ impl RtpSession {
             }
             return None;
         }
-        let codec = match h.payload_type {
-            0 => AudioCodec::Pcmu,
-            8 => AudioCodec::Pcma,
-            9 if self.g722.is_some() => AudioCodec::G722,
+        let negotiated = self.remote.as_ref().map(|r| (r.payload_type, r.codec));
+        let codec = match (h.payload_type, negotiated) {
+            (pt, Some((ours, codec))) if pt == ours => codec,
+            // G.711 is understood whatever was negotiated (api.md §7: no filtering).
+            (0, _) => AudioCodec::Pcmu,
+            (8, _) => AudioCodec::Pcma,
             _ => return None, // comfort noise and anything unknown
         };
         // Audio only: telephone-events share one timestamp and would read as jitter.
-        // RTP clock of all three codecs: 8000 (G.722's included).
-        let arrival = (now.duration_since(self.started).as_micros() as u64 * 8 / 1000) as u32;
+        let clock = u64::from(codec.clock());
+        let arrival =
+            (now.duration_since(self.started).as_micros() as u64 * clock / 1_000_000) as u32;
         self.stats.update(h.ssrc, h.seq, h.timestamp, arrival);
         // Duplicates and packets older than one already forwarded are dropped; a new SSRC or
         // a jump starts over instead of silencing the caller (api.md §7).
@@ -413,6 +467,7 @@ impl RtpSession {
                 pcm
             }
             AudioCodec::G722 => self.g722.as_mut()?.dec.decode(payload),
+            AudioCodec::Opus => self.opus.as_mut()?.decode(payload)?,
         };
         Some(Audio {
             pcm,
@@ -516,9 +571,10 @@ impl RtpSession {
                     p
                 }
                 AudioCodec::G722 => self.g722.as_mut()?.enc.encode(frame),
+                AudioCodec::Opus => self.opus.as_mut()?.encode(frame)?,
             };
             let h = RtpHeader {
-                payload_type: codec.payload_type(),
+                payload_type: self.remote.as_ref().map_or(0, |r| r.payload_type),
                 marker: false,
                 seq: self.seq,
                 timestamp: self.ts,
@@ -527,7 +583,7 @@ impl RtpSession {
             rtp::write(&h, &payload, &mut packet);
         }
         self.seq = self.seq.wrapping_add(1);
-        self.ts = self.ts.wrapping_add(SAMPLES as u32);
+        self.ts = self.ts.wrapping_add(codec.clock() / 50);
         self.sent_packets = self.sent_packets.wrapping_add(1);
         self.sent_octets = self.sent_octets.wrapping_add((packet.len() - 12) as u32);
         let bytes = match self.srtp.as_mut() {
@@ -598,7 +654,8 @@ impl RtpSession {
             packets_received: self.stats.packets_received(),
             packets_expected: self.stats.packets_expected(),
             packets_lost: self.stats.packets_lost(),
-            jitter_ms: self.stats.jitter_ms(),
+            // The statistics count in RTP clock units; jitter_ms assumes 8000.
+            jitter_ms: self.stats.jitter_ms() * 8000.0 / f64::from(self.codec().clock()),
             rtt_ms: self.rtt_ms,
         }
     }
@@ -606,7 +663,7 @@ impl RtpSession {
     /// The next telephone-event packet, if a digit is being sent (RFC 4733 §2.5): all packets
     /// of one digit share the timestamp of its first.
     fn next_dtmf_packet(&mut self) -> Option<(u8, (bool, [u8; 4]))> {
-        let pt = self.remote.as_ref().and_then(|r| r.telephone_event)?;
+        let (pt, clock) = self.remote.as_ref().and_then(|r| r.telephone_event)?;
         if self.dtmf_active.as_ref().is_some_and(|(_, q)| q.is_empty()) {
             self.dtmf_active = None;
             // A pause between digits, so receivers see separate presses.
@@ -618,7 +675,15 @@ impl RtpSession {
                 return None;
             }
             let (digit, duration) = self.dtmf_queue.pop_front()?;
-            let packets = dtmf::encode_digit(digit, duration, 10)?;
+            let mut packets = dtmf::encode_digit(digit, duration, 10)?;
+            // Durations count in the event's clock: 8000 as encoded, else scaled.
+            if clock != 8000 {
+                for (_, p) in &mut packets {
+                    let d = u32::from(u16::from_be_bytes([p[2], p[3]])) * clock / 8000;
+                    let d = u16::try_from(d).unwrap_or(u16::MAX).to_be_bytes();
+                    (p[2], p[3]) = (d[0], d[1]);
+                }
+            }
             self.dtmf_active = Some((self.ts, packets.into()));
         }
         let (_, q) = self.dtmf_active.as_mut()?;
@@ -656,7 +721,8 @@ mod tests {
             Remote {
                 addr: addr(SDP),
                 codec: AudioCodec::Pcmu,
-                telephone_event: Some(101),
+                payload_type: 0,
+                telephone_event: Some((101, 8000)),
                 srtp: None,
             },
         );
@@ -699,7 +765,8 @@ mod tests {
             Remote {
                 addr: addr("10.0.0.9:7000"),
                 codec: AudioCodec::Pcmu,
-                telephone_event: Some(101),
+                payload_type: 0,
+                telephone_event: Some((101, 8000)),
                 srtp: None,
             },
         );
@@ -747,6 +814,7 @@ mod tests {
             Remote {
                 addr: addr(SDP),
                 codec: AudioCodec::Pcma,
+                payload_type: 8,
                 telephone_event: None,
                 srtp: None,
             },
@@ -792,7 +860,8 @@ mod tests {
             Remote {
                 addr: addr(SDP),
                 codec: AudioCodec::Pcmu,
-                telephone_event: Some(101),
+                payload_type: 0,
+                telephone_event: Some((101, 8000)),
                 srtp: Some(k),
             },
         );
@@ -865,7 +934,8 @@ mod tests {
                 Remote {
                     addr: addr(SDP),
                     codec: AudioCodec::G722,
-                    telephone_event: Some(101),
+                    payload_type: 9,
+                    telephone_event: Some((101, 8000)),
                     srtp: None,
                 },
             )
@@ -906,5 +976,79 @@ mod tests {
             power(5000.0)
         );
         assert!(power(5000.0) > 20.0 * power(3000.0));
+    }
+
+    #[test]
+    fn opus_carries_16_khz_audio_on_a_48_khz_clock_and_its_own_dtmf_rate() {
+        let t0 = Instant::now();
+        let opus = |s: &mut RtpSession| {
+            s.set_remote(
+                t0,
+                Remote {
+                    addr: addr(SDP),
+                    codec: AudioCodec::Opus,
+                    payload_type: 96,
+                    telephone_event: Some((97, 48000)),
+                    srtp: None,
+                },
+            )
+        };
+        let (mut a, mut b) = (session(t0), session(t0));
+        opus(&mut a);
+        opus(&mut b);
+        let tone: Vec<i16> = (0..320 * 50)
+            .map(|i| {
+                (8000.0 * (2.0 * std::f64::consts::PI * 5000.0 * i as f64 / 16000.0).sin()) as i16
+            })
+            .collect();
+        let mut got = Vec::new();
+        let mut ts = Vec::new();
+        for frame in tone.chunks(320) {
+            let t = a.tick(t0, frame).unwrap();
+            let (h, payload) = rtp::parse(&t.bytes).unwrap();
+            assert_eq!(h.payload_type, 96);
+            assert!(payload.len() < 160, "compressed: {}", payload.len());
+            ts.push(h.timestamp);
+            got.extend(b.handle_rtp(t0, addr(SDP), &t.bytes).unwrap().pcm);
+        }
+        assert_eq!(ts[1].wrapping_sub(ts[0]), 960, "a 48000 clock (RFC 7587)");
+        assert_eq!(got.len(), tone.len());
+        let tail = &got[8000..];
+        let goertzel = |f: f64| {
+            let (mut re, mut im) = (0.0, 0.0);
+            for (i, &x) in tail.iter().enumerate() {
+                let w = 2.0 * std::f64::consts::PI * f * i as f64 / 16000.0;
+                re += x as f64 * w.cos();
+                im += x as f64 * w.sin();
+            }
+            (re * re + im * im).sqrt() / tail.len() as f64
+        };
+        assert!(
+            goertzel(5000.0) > 1000.0,
+            "5 kHz came through: {}",
+            goertzel(5000.0)
+        );
+        assert!(goertzel(5000.0) > 20.0 * goertzel(3000.0));
+
+        // A key press on telephone-event/48000: durations in 48 kHz units, and it is heard.
+        a.send_dtmf("7", 60);
+        let mut durations = Vec::new();
+        for _ in 0..10 {
+            let t = a.tick(t0, &tone[..320]).unwrap();
+            let (h, payload) = rtp::parse(&t.bytes).unwrap();
+            if h.payload_type == 97 {
+                durations.push(u16::from_be_bytes([payload[2], payload[3]]));
+            }
+            b.handle_rtp(t0, addr(SDP), &t.bytes);
+        }
+        assert_eq!(durations[..3], [960, 1920, 2880]);
+        let _ = b.finish();
+        let mut digits = Vec::new();
+        while let Some(e) = b.poll_event() {
+            if let SessionEvent::Dtmf(d) = e {
+                digits.push(d);
+            }
+        }
+        assert_eq!(digits, ['7']);
     }
 }

@@ -1,5 +1,5 @@
 //! SDP offer/answer for one audio stream (RFC 4566, RFC 3264), the subset a carrier trunk uses:
-//! PCMU, PCMA, G.722 and telephone-event, over RTP or SRTP (SDES).
+//! PCMU, PCMA, G.722, Opus and telephone-event, over RTP or SRTP (SDES).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -9,14 +9,22 @@ pub enum Codec {
     Pcma,
     /// 16 kHz audio on an 8000 clock (RFC 3551 §4.5.2).
     G722,
+    /// `opus/48000/2` (RFC 7587): a dynamic payload type, a 48 kHz clock whatever the audio.
+    Opus,
 }
 
+/// The dynamic payload types of our offers: Opus, and telephone-event at 48 kHz beside it.
+pub const OPUS_PT: u8 = 111;
+pub const TELEPHONE_EVENT_48K_PT: u8 = 100;
+
 impl Codec {
+    /// The payload type our offers give it (an answer takes the offer's).
     pub fn payload_type(self) -> u8 {
         match self {
             Codec::Pcmu => 0,
             Codec::Pcma => 8,
             Codec::G722 => 9,
+            Codec::Opus => OPUS_PT,
         }
     }
     pub fn name(self) -> &'static str {
@@ -24,6 +32,25 @@ impl Codec {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
             Codec::G722 => "G722",
+            Codec::Opus => "OPUS",
+        }
+    }
+
+    /// Its RTP clock rate.
+    pub fn clock(self) -> u32 {
+        match self {
+            Codec::Opus => 48000,
+            _ => 8000,
+        }
+    }
+
+    /// The encoding of its `a=rtpmap` line.
+    fn rtpmap(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU/8000",
+            Codec::Pcma => "PCMA/8000",
+            Codec::G722 => "G722/8000",
+            Codec::Opus => "opus/48000/2",
         }
     }
 
@@ -31,7 +58,7 @@ impl Codec {
     /// any case, parameters after `@` ignored). Names the switch does not speak give `None`.
     pub fn from_name(s: &str) -> Option<Codec> {
         let name = s.split('@').next()?.trim();
-        [Codec::Pcmu, Codec::Pcma, Codec::G722]
+        [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus]
             .into_iter()
             .find(|c| c.name().eq_ignore_ascii_case(name))
     }
@@ -144,8 +171,12 @@ pub struct MediaDescription {
     pub addr: SocketAddr,
     /// Codecs in the order of preference given.
     pub codecs: Vec<Codec>,
+    /// The payload type of each of `codecs`, as this side numbers it.
+    pub payload_types: Vec<u8>,
     /// Payload type of telephone-event/8000, if offered.
     pub telephone_event: Option<u8>,
+    /// Payload type of telephone-event/48000 (beside Opus), if offered.
+    pub telephone_event_48k: Option<u8>,
     /// `a=sendonly`/`inactive` or port 0: the peer put us on hold or refused the stream.
     pub direction: Direction,
     /// Every `m=` line of the offer, in order, as `media proto first-format` (RFC 3264 §6: the
@@ -164,6 +195,37 @@ pub enum Direction {
     SendOnly,
     RecvOnly,
     Inactive,
+}
+
+impl MediaDescription {
+    /// The payload type this side gives `codec`.
+    pub fn payload_type_of(&self, codec: Codec) -> Option<u8> {
+        let i = self.codecs.iter().position(|c| *c == codec)?;
+        self.payload_types.get(i).copied()
+    }
+
+    /// The telephone-event to use with the first codec, and its clock: the one at the codec's
+    /// own rate where given, else telephone-event/8000 (api.md §7).
+    pub fn dtmf(&self) -> Option<(u8, u32)> {
+        let codec = self.codecs.first()?;
+        match (
+            codec.clock(),
+            self.telephone_event_48k,
+            self.telephone_event,
+        ) {
+            (48000, Some(pt), _) => Some((pt, 48000)),
+            (_, _, Some(pt)) => Some((pt, 8000)),
+            _ => None,
+        }
+    }
+
+    /// This description with `codec` alone: what is in force after an answer chose it.
+    pub fn with_only(mut self, codec: Codec) -> MediaDescription {
+        let pt = self.payload_type_of(codec).unwrap_or(codec.payload_type());
+        self.codecs = vec![codec];
+        self.payload_types = vec![pt];
+        self
+    }
 }
 
 /// The offer of api.md §7 when nothing says otherwise: PCMU, then PCMA.
@@ -185,7 +247,13 @@ pub fn offer(
     } else {
         codecs
     };
-    s.push_str(&audio(port, codecs, Some(101), Direction::SendRecv, crypto));
+    let formats: Vec<(Codec, u8)> = codecs.iter().map(|c| (*c, c.payload_type())).collect();
+    // telephone-event/8000 always, plus at 48 kHz beside Opus (api.md §7 Codecs).
+    let mut te = vec![(101, 8000)];
+    if codecs.iter().any(|c| c.clock() == 48000) {
+        te.push((TELEPHONE_EVENT_48K_PT, 48000));
+    }
+    s.push_str(&audio(port, &formats, &te, Direction::SendRecv, crypto));
     s
 }
 
@@ -216,10 +284,14 @@ pub fn answer(
         Direction::RecvOnly => Direction::SendOnly,
         d => d,
     };
+    // The offer's payload type for the codec, and its telephone-event at the rate it offered.
+    let chosen = remote.clone().with_only(codec);
+    let pt = chosen.payload_types[0];
+    let te: Vec<(u8, u32)> = chosen.dtmf().into_iter().collect();
     let ours = audio(
         port,
-        &[codec],
-        remote.telephone_event,
+        &[(codec, pt)],
+        &te,
         dir,
         crypto.map(std::slice::from_ref).unwrap_or(&[]),
     );
@@ -257,30 +329,36 @@ fn dir_attr(d: Direction) -> &'static str {
 
 /// One audio stream: `m=`, its rtpmaps, telephone-event (when `te` is given), ptime, direction,
 /// and the crypto lines of SRTP.
-fn audio(port: u16, codecs: &[Codec], te: Option<u8>, dir: Direction, crypto: &[Crypto]) -> String {
+fn audio(
+    port: u16,
+    codecs: &[(Codec, u8)],
+    te: &[(u8, u32)],
+    dir: Direction,
+    crypto: &[Crypto],
+) -> String {
     let proto = if crypto.is_empty() {
         "RTP/AVP"
     } else {
         "RTP/SAVP"
     };
-    let mut pts: Vec<String> = codecs
+    let pts: Vec<String> = codecs
         .iter()
-        .map(|c| c.payload_type().to_string())
+        .map(|(_, pt)| pt.to_string())
+        .chain(te.iter().map(|(pt, _)| pt.to_string()))
         .collect();
-    if let Some(te) = te {
-        pts.push(te.to_string());
-    }
     let mut s = format!("m=audio {port} {proto} {}\r\n", pts.join(" "));
-    for c in codecs {
-        s.push_str(&format!(
-            "a=rtpmap:{} {}/8000\r\n",
-            c.payload_type(),
-            c.name()
-        ));
+    for (c, pt) in codecs {
+        s.push_str(&format!("a=rtpmap:{pt} {}\r\n", c.rtpmap()));
+        if *c == Codec::Opus {
+            // We decode and play 16 kHz: no need for more, and mono.
+            s.push_str(&format!(
+                "a=fmtp:{pt} maxplaybackrate=16000;sprop-maxcapturerate=16000;stereo=0\r\n"
+            ));
+        }
     }
-    if let Some(te) = te {
+    for (pt, rate) in te {
         s.push_str(&format!(
-            "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+            "a=rtpmap:{pt} telephone-event/{rate}\r\na=fmtp:{pt} 0-16\r\n"
         ));
     }
     s.push_str(&format!("a=ptime:20\r\na={}\r\n", dir_attr(dir)));
@@ -377,25 +455,40 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
             .map(|(_, e)| e.as_str())
     };
     let mut codecs = Vec::new();
+    let mut payload_types = Vec::new();
     let mut telephone_event = None;
+    let mut telephone_event_48k = None;
     for pt in pts {
-        match (pt, enc_of(pt)) {
-            (0, None) => codecs.push(Codec::Pcmu),
-            (8, None) => codecs.push(Codec::Pcma),
-            (9, None) => codecs.push(Codec::G722),
-            (_, Some(e)) if e.starts_with("g722/8000") => codecs.push(Codec::G722),
-            (_, Some(e)) if e.starts_with("pcmu/8000") => codecs.push(Codec::Pcmu),
-            (_, Some(e)) if e.starts_with("pcma/8000") => codecs.push(Codec::Pcma),
-            (_, Some(e)) if e.starts_with("telephone-event/8000") && telephone_event.is_none() => {
-                telephone_event = Some(pt)
+        let codec = match (pt, enc_of(pt)) {
+            (0, None) => Some(Codec::Pcmu),
+            (8, None) => Some(Codec::Pcma),
+            (9, None) => Some(Codec::G722),
+            (_, Some(e)) if e.starts_with("g722/8000") => Some(Codec::G722),
+            (_, Some(e)) if e.starts_with("pcmu/8000") => Some(Codec::Pcmu),
+            (_, Some(e)) if e.starts_with("pcma/8000") => Some(Codec::Pcma),
+            // Mono or stereo: the decoder downmixes (api.md §7).
+            (_, Some(e)) if e.starts_with("opus/48000") => Some(Codec::Opus),
+            (_, Some(e)) if e.starts_with("telephone-event/8000") => {
+                telephone_event = telephone_event.or(Some(pt));
+                None
             }
-            _ => {}
+            (_, Some(e)) if e.starts_with("telephone-event/48000") => {
+                telephone_event_48k = telephone_event_48k.or(Some(pt));
+                None
+            }
+            _ => None,
+        };
+        if let Some(c) = codec.filter(|c| !codecs.contains(c)) {
+            codecs.push(c);
+            payload_types.push(pt);
         }
     }
     Some(MediaDescription {
         addr: SocketAddr::new(ip, port),
         codecs,
+        payload_types,
         telephone_event,
+        telephone_event_48k,
         direction,
         streams,
         audio_index,
@@ -517,8 +610,8 @@ mod tests {
     #[test]
     fn g722_offered_named_and_preferred() {
         assert_eq!(
-            Codec::list("OPUS,g722,PCMU,pcma,PCMU"),
-            [Codec::G722, Codec::Pcmu, Codec::Pcma]
+            Codec::list("OPUS,g722,PCMU,pcma,PCMU,AMR"),
+            [Codec::Opus, Codec::G722, Codec::Pcmu, Codec::Pcma]
         );
         let o = offer(
             1,
@@ -548,5 +641,51 @@ mod tests {
         .unwrap();
         assert_eq!(c, Codec::Pcmu);
         assert!(answer(&m, 1, 1, ip, 4000, &[Codec::Pcma], None).is_none());
+    }
+
+    #[test]
+    fn opus_offered_with_telephone_event_at_both_rates() {
+        let o = offer(
+            1,
+            1,
+            "10.0.0.1".parse().unwrap(),
+            20000,
+            &[Codec::Opus, Codec::Pcmu],
+            &[],
+        );
+        assert!(o.contains("m=audio 20000 RTP/AVP 111 0 101 100\r\n"), "{o}");
+        assert!(o.contains("a=rtpmap:111 opus/48000/2\r\n"), "{o}");
+        assert!(o.contains("a=fmtp:111 maxplaybackrate=16000;"), "{o}");
+        assert!(o.contains("a=rtpmap:100 telephone-event/48000\r\n"), "{o}");
+        let m = parse(o.as_bytes()).unwrap();
+        assert_eq!(m.codecs, [Codec::Opus, Codec::Pcmu]);
+        assert_eq!(m.payload_types, [111, 0]);
+        assert_eq!(m.dtmf(), Some((100, 48000)));
+        assert_eq!(m.clone().with_only(Codec::Pcmu).dtmf(), Some((101, 8000)));
+    }
+
+    #[test]
+    fn an_opus_answer_keeps_the_offers_numbers_and_telephone_event_rate() {
+        let offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
+            m=audio 5000 RTP/AVP 96 0 97 98\r\na=rtpmap:96 opus/48000/2\r\n\
+            a=fmtp:96 useinbandfec=1\r\na=rtpmap:97 telephone-event/48000\r\n\
+            a=rtpmap:98 telephone-event/8000\r\n";
+        let m = parse(offer.as_bytes()).unwrap();
+        let ip = "10.0.0.2".parse().unwrap();
+        let (a, c) = answer(&m, 1, 1, ip, 4000, &[Codec::Opus, Codec::Pcmu], None).unwrap();
+        assert_eq!(c, Codec::Opus);
+        assert!(a.contains("m=audio 4000 RTP/AVP 96 97\r\n"), "{a}");
+        assert!(a.contains("a=rtpmap:96 opus/48000/2\r\n"), "{a}");
+        assert!(a.contains("a=rtpmap:97 telephone-event/48000\r\n"), "{a}");
+        let back = parse(a.as_bytes()).unwrap();
+        assert_eq!(back.dtmf(), Some((97, 48000)));
+        // Only telephone-event/8000 offered: the answer uses that rate.
+        let only8k = offer
+            .replace("97 98", "98")
+            .replace("a=rtpmap:97 telephone-event/48000\r\n", "");
+        let m = parse(only8k.as_bytes()).unwrap();
+        let (a, _) = answer(&m, 1, 1, ip, 4000, &[Codec::Opus], None).unwrap();
+        assert!(a.contains("m=audio 4000 RTP/AVP 96 98\r\n"), "{a}");
+        assert!(a.contains("a=rtpmap:98 telephone-event/8000\r\n"), "{a}");
     }
 }

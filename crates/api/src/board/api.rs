@@ -194,13 +194,7 @@ fn media_request(sb: &mut Switchboard, req: Option<ReqId>, uuid: &str, request: 
             digits,
             duration_ms,
         } => {
-            let r = if l
-                .media
-                .remote
-                .as_ref()
-                .and_then(|r| r.telephone_event)
-                .is_none()
-            {
+            let r = if l.media.remote.as_ref().and_then(|r| r.dtmf()).is_none() {
                 Err(ApiError::invalid(
                     "the far end did not offer telephone-event",
                 ))

@@ -106,7 +106,7 @@ pub(super) fn connect_media(
     l.media.codec = Some(codec);
     // From now on our offers (refreshes, offerless re-INVITEs) keep to the codec in force.
     l.media.offer = vec![codec];
-    let te = remote.telephone_event;
+    let te = remote.dtmf();
     let held = matches!(
         remote.direction,
         SdpDirection::SendOnly | SdpDirection::Inactive
@@ -118,7 +118,11 @@ pub(super) fn connect_media(
             sdp::Codec::Pcmu => media::session::AudioCodec::Pcmu,
             sdp::Codec::Pcma => media::session::AudioCodec::Pcma,
             sdp::Codec::G722 => media::session::AudioCodec::G722,
+            sdp::Codec::Opus => media::session::AudioCodec::Opus,
         },
+        payload_type: remote
+            .payload_type_of(codec)
+            .unwrap_or(codec.payload_type()),
         telephone_event: te,
         srtp,
     };
@@ -331,8 +335,7 @@ fn offer(sb: &mut Switchboard, now: Instant, leg: LegId, tx: TxId, req: &Request
         else {
             return reply(sb, leg, tx, req, 488);
         };
-        let mut remote = remote;
-        remote.codecs = vec![codec];
+        let remote = remote.with_only(codec);
         body = Some((answer, version));
         applied = Some((remote, srtp));
     } else if req.method == "INVITE" {
@@ -782,8 +785,7 @@ pub(super) fn accept_inbound(sb: &mut Switchboard, now: Instant, req: Option<Req
     ok.headers.push("Content-Type", "application/sdp");
     ok.body = answer.into_bytes();
     sb.respond(inb.tx, ok);
-    let mut remote = inb.remote.clone();
-    remote.codecs = vec![codec];
+    let remote = inb.remote.clone().with_only(codec);
     let keys = srtp.map(|(mine, keys)| {
         sb.legs.get_mut(&id).expect("leg").media.crypto = vec![mine];
         keys

@@ -505,7 +505,7 @@ pub(super) fn dtmf(sb: &mut Switchboard, leg: LegId, digit: char, source: &'stat
             .legs
             .get(&other)
             .and_then(|o| o.media.remote.as_ref())
-            .and_then(|r| r.telephone_event);
+            .and_then(|r| r.dtmf());
         if te.is_some() {
             sb.media(
                 other,
