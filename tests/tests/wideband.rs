@@ -47,8 +47,7 @@ async fn a_g722_phone_calls_in_and_the_app_hears_its_full_band() {
     let nats = Nats::start();
     let sw = Switch::start(&nats, &[]);
     let mut app = App::connect_to(&nats, &sw, "botstream.inbound").await;
-    // The phone offers G.722 after G.711: the switch answers by its own preference.
-    let phone = Baresip::start("audio_codecs=PCMU,G722/16000/1", 5000);
+    let phone = Baresip::start("audio_codecs=G722/16000/1", 5000);
     phone.dial(&format!("sip:100@127.0.0.1:{}", sw.sip_port));
     let a = app.next_event("answered", T).await;
     let uuid = a["call_uuid"].as_str().unwrap().to_string();
@@ -117,7 +116,7 @@ async fn an_opus_phone_calls_in_and_the_app_hears_its_full_band() {
     let sw = Switch::start(&nats, &[]);
     let mut app = App::connect_to(&nats, &sw, "botstream.inbound").await;
     // baresip's Opus is stereo by default: the switch downmixes what it sends.
-    let phone = Baresip::start("audio_codecs=PCMU,opus/48000/2", 5000);
+    let phone = Baresip::start("audio_codecs=opus/48000/2", 5000);
     phone.dial(&format!("sip:100@127.0.0.1:{}", sw.sip_port));
     let a = app.next_event("answered", T).await;
     let uuid = a["call_uuid"].as_str().unwrap().to_string();
@@ -147,4 +146,47 @@ async fn absolute_codec_string_offers_opus_to_a_gateway() {
     wideband_both_ways(&app, &uuid, &phone).await;
     assert!(phone.proc.log_text().contains("Set audio decoder: opus"));
     app.hang_up(&uuid).await;
+}
+
+/// A G.722 phone bridged to a PCMA agent (an RTP socket behind SIPp): each hears the other
+/// through the 8 kHz bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wideband_caller_bridged_to_a_narrowband_agent() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let mut app = App::connect_to(&nats, &sw, "botstream.inbound").await;
+    let (agent, agents) = media_party("uas_media_at.xml", true, &[("HOLD", "60000")]).await;
+    app.add_gateway("agents", agents.port, &[]).await;
+    let phone = Baresip::start("audio_codecs=G722/16000/1", 1000);
+    phone.dial(&format!("sip:100@127.0.0.1:{}", sw.sip_port));
+    let a = app.next_event("answered", T).await;
+    let uuid = a["call_uuid"].as_str().unwrap().to_string();
+    agent.tone(700.0);
+    let r = app
+        .request(
+            "request_bridge_call",
+            json!({"call_uuid": uuid, "gateway": "agents", "to_number": "2001",
+                   "from_number": "15559998888", "stop_stream": false}),
+        )
+        .await;
+    assert_eq!(r["status_code"], 0, "{r}");
+    let b = r["bridge_call_uuid"].as_str().unwrap().to_string();
+    app.event(&b, "answered", T).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heard = agent.listen(Duration::from_secs(1)).await;
+    assert!(
+        hears(&heard, 1000.0) > 0.5,
+        "the agent hears the phone: {}",
+        hears(&heard, 1000.0)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rate, got) = phone.heard();
+    let tail = &got[got.len().saturating_sub(rate as usize)..];
+    let r = tone_ratio(tail, 700.0, rate.max(1) as f64);
+    assert!(r > 0.3, "the phone hears the agent: {r}");
+    let h = app.hang_up(&uuid).await;
+    assert_eq!(h["hangup_cause"], "NORMAL_CLEARING");
+    let h = app.event(&b, "hangup", T).await;
+    assert_eq!(h["outcome"], "Answered");
+    agents.finish(T).expect("the agent got our BYE");
 }
