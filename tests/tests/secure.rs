@@ -133,3 +133,41 @@ async fn an_srtp_offer_the_switch_cannot_use_is_refused_488() {
         caller.finish(T).unwrap_or_else(|e| panic!("{crypto}: {e}"));
     }
 }
+
+/// SDES keys travel in the SDP, so SRTP belongs with SIP over TLS: the same phone, calling in
+/// over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_with_srtp_mandatory_calls_in_over_tls() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let dir = std::env::temp_dir().join(format!("bs-srtp-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, ck.cert.pem()).unwrap();
+    std::fs::write(&key_path, ck.signing_key.serialize_pem()).unwrap();
+    let tls_port = free_port();
+    let nats = Nats::start();
+    let sw = Switch::start(
+        &nats,
+        &[
+            "--sip-tls-listen",
+            &format!("127.0.0.1:{tls_port}"),
+            "--sip-tls-cert",
+            cert_path.to_str().unwrap(),
+            "--sip-tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let mut app = App::connect_to(&nats, &sw, "botstream.inbound").await;
+    let phone = Baresip::start("mediaenc=srtp-mand;audio_codecs=PCMU", 1000);
+    phone.dial(&format!("sip:100@127.0.0.1:{tls_port};transport=tls"));
+    let a = app.next_event("answered", T).await;
+    let uuid = a["call_uuid"].as_str().unwrap().to_string();
+    audio_both_ways(&app, &uuid, &phone).await;
+    let h = app.hang_up(&uuid).await;
+    assert_eq!(h["hangup_cause"], "NORMAL_CLEARING");
+    assert!(
+        phone.proc.log_text().contains("tls"),
+        "{}",
+        phone.proc.log_text()
+    );
+}
