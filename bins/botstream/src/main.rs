@@ -1,6 +1,7 @@
 //! The BotStream switch binary (operator.md).
 
 mod analyze;
+mod client;
 mod config;
 mod http;
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use config::{Cli, Command, Settings};
+use config::{Cli, ClientSettings, Command, Settings};
 
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -36,6 +37,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         };
+    }
+    if let Some(cmd) = &cli.command {
+        return client_command(&cli, cmd);
     }
     init_logs(&cli.log_format);
     let settings = match Settings::resolve(&cli) {
@@ -67,6 +71,50 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `request`, `events` and `call` (operator.md "Client commands").
+fn client_command(cli: &Cli, cmd: &Command) -> ExitCode {
+    let name = match cmd {
+        Command::Request { .. } => "request",
+        Command::Events { .. } => "events",
+        Command::Call { .. } => "call",
+        Command::Analyze { .. } => "analyze",
+    };
+    let settings = match ClientSettings::resolve(cli) {
+        Ok(s) => s,
+        Err(e) => return client::Outcome::BadInput(format!("configuration: {e}")).exit(name),
+    };
+    let outcome = match cmd {
+        Command::Request { name, json } => client::run_request(&settings, name, json.as_deref()),
+        Command::Events {
+            subject,
+            count,
+            show_subject,
+        } => client::run_events(&settings, subject.as_deref(), *count, *show_subject),
+        Command::Call {
+            gateway,
+            to,
+            from,
+            stream,
+            tenant,
+            subject,
+            extra,
+        } => client::run_call(
+            &settings,
+            &client::CallArgs {
+                gateway,
+                to,
+                from,
+                stream: stream.as_deref(),
+                tenant,
+                subject: subject.as_deref(),
+                extra: extra.as_deref(),
+            },
+        ),
+        Command::Analyze { .. } => unreachable!("handled first"),
+    };
+    outcome.exit(name)
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
