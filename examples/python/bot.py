@@ -109,7 +109,7 @@ class Call:
         self.mark = None          # the mark that ends what we are saying
         self.after_mark = None    # what to do when it is reached ("hangup")
         self.loud = 0             # consecutive loud caller frames
-        self.quiet = 0            # consecutive quiet caller frames
+        self.last_loud = 0.0      # when the caller was last heard talking
         self.caller_talked = False
         self.machine = False
         self.message_left = False
@@ -287,19 +287,25 @@ class Bot:
     async def on_caller_audio(self, call, frame):
         loud = rms(frame) >= self.args.barge_rms
         call.loud = call.loud + 1 if loud else 0
-        call.quiet = 0 if loud else call.quiet + 1
+        if loud:
+            call.last_loud = asyncio.get_running_loop().time()
         if call.loud == 3:  # 60 ms of voice
             call.caller_talked = True
             if call.speaking and call.after_mark is None:
                 log(call.uuid, "barge-in: the caller talks, clearing")
                 await self.clear(call)
-        # The caller said something and then stopped for a second: answer.
-        frames_per_second = 50
-        if call.caller_talked and call.quiet == frames_per_second and not call.speaking \
-                and call.bridged is None and call.may_talk:
-            call.caller_talked = False
-            log(call.uuid, "the caller stopped talking: answering")
-            await self.play(call)
+
+    async def answer_when_quiet(self, call, ws):
+        """The caller said something and then stopped for a second: answer. By the clock, not
+        by frames: a phone may send nothing at all while its user is quiet."""
+        loop = asyncio.get_running_loop()
+        while call.ws is ws:
+            await asyncio.sleep(0.1)
+            if call.caller_talked and loop.time() - call.last_loud >= 1.0 and not call.speaking \
+                    and call.bridged is None and call.may_talk:
+                call.caller_talked = False
+                log(call.uuid, "the caller stopped talking: answering")
+                await self.play(call)
 
     async def on_text(self, call, text):
         try:
@@ -327,6 +333,7 @@ class Bot:
         call.ws = ws
         log(call.uuid, f"stream connected ({first.get('sample_rate')} Hz {first.get('encoding')})")
         await self.greet(call)
+        answering = asyncio.create_task(self.answer_when_quiet(call, ws))
         try:
             async for frame in ws:
                 if isinstance(frame, bytes):
@@ -338,6 +345,7 @@ class Bot:
         finally:
             if call.ws is ws:
                 call.ws, call.speaking = None, False
+            answering.cancel()
 
     # --- main ----------------------------------------------------------------------------------
 

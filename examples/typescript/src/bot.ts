@@ -137,7 +137,7 @@ class Call {
   mark: string | null = null; // the mark that ends what we are saying
   afterMark: "hangup" | null = null;
   loud = 0; // consecutive loud caller frames
-  quiet = 0; // consecutive quiet caller frames
+  lastLoud = 0; // when the caller was last heard talking (ms)
   callerTalked = false;
   machine = false;
   messageLeft = false;
@@ -349,7 +349,7 @@ class Bot {
   private onCallerAudio(call: Call, frame: Buffer): void {
     const loud = rms(frame) >= Number(this.o["barge-rms"]);
     call.loud = loud ? call.loud + 1 : 0;
-    call.quiet = loud ? 0 : call.quiet + 1;
+    if (loud) call.lastLoud = Date.now();
     if (call.loud === 3) {
       // 60 ms of voice
       call.callerTalked = true;
@@ -358,8 +358,13 @@ class Bot {
         this.clear(call);
       }
     }
-    // The caller said something and then stopped for a second: answer.
-    if (call.callerTalked && call.quiet === 50 && !call.speaking && !call.bridged && call.mayTalk) {
+  }
+
+  /** The caller said something and then stopped for a second: answer. By the clock, not by
+   * frames: a phone may send nothing at all while its user is quiet. */
+  private answerWhenQuiet(call: Call): void {
+    if (call.callerTalked && Date.now() - call.lastLoud >= 1000 && !call.speaking && !call.bridged
+      && call.mayTalk) {
       call.callerTalked = false;
       log(call.uuid, "the caller stopped talking: answering");
       this.play(call);
@@ -387,6 +392,7 @@ class Bot {
   /** One stream from the switch: the first text frame names the call. */
   private onStream(ws: WebSocket): void {
     let call: Call | null = null;
+    const answering = setInterval(() => call && call.ws === ws && this.answerWhenQuiet(call), 100);
     ws.on("message", (data: Buffer, isBinary: boolean) => {
       if (call === null) {
         let first: Json = {};
@@ -410,6 +416,7 @@ class Bot {
       }
     });
     ws.on("close", () => {
+      clearInterval(answering);
       if (call && call.ws === ws) {
         call.ws = null;
         call.speaking = false;
