@@ -387,3 +387,72 @@ async fn python_bot_calls_out_and_reacts_to_fax_voicemail_and_a_person() {
 async fn typescript_bot_answers_plays_stops_when_the_caller_talks_and_bridges_on_1() {
     inbound_call_barge_in_and_bridge("typescript").await;
 }
+
+/// docs/quickstart.md's steps 2 to 4, as written there: the Python bot with --record, SIPp
+/// running sipp-scenarios/phone.xml from the repository root, and the recording that proves the
+/// bot talked, stopped when the caller talked, and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_phone_calls_the_python_bot_and_the_recording_has_the_conversation() {
+    let nats = Nats::start();
+    let sw = Switch::start(&nats, &[]);
+    let mut bot = Bot::python(&nats, &sw, &["--record", "--calls", "1"]);
+    let phone = Command::new("sipp")
+        .current_dir(repo_root())
+        .args(["-sf", "sipp-scenarios/phone.xml", "-s", "100", "-m", "1"])
+        .args(["-i", "127.0.0.1", &format!("127.0.0.1:{}", sw.sip_port)])
+        .args([
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &free_port().to_string(),
+        ])
+        .args(["-nostdin", "-timeout", "40s", "-timeout_error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sipp");
+    assert!(phone.success(), "the phone's call failed:\n{}", bot.log());
+    assert_eq!(bot.exit_code(T), Some(0), "{}", bot.log());
+    for said in [
+        "playing hello.wav",
+        "recording",
+        "barge-in",
+        "the caller stopped talking: answering",
+        "dtmf 2",
+        "hangup: NORMAL_CLEARING (send_bye)",
+    ] {
+        assert!(
+            bot.log().contains(said),
+            "the bot never said '{said}':\n{}",
+            bot.log()
+        );
+    }
+
+    // The recording: left the phone, right the bot, 8 kHz.
+    let dir = sw.dir.join("data").join("recordings");
+    let file = std::fs::read_dir(&dir)
+        .expect("recordings")
+        .flatten()
+        .next()
+        .expect("a recording")
+        .path();
+    let bytes = std::fs::read(&file).expect("read recording");
+    let pcm: Vec<i16> = bytes[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let second = |from: f64, to: f64, channel: usize| {
+        let s: Vec<i16> = pcm
+            .chunks_exact(2)
+            .skip((from * 8000.0) as usize)
+            .take(((to - from) * 8000.0) as usize)
+            .map(|f| f[channel])
+            .collect();
+        rms(&s)
+    };
+    assert!(second(0.5, 3.5, 1) > 1000.0, "the bot greets");
+    assert!(second(0.5, 3.5, 0) < 100.0, "the phone listens");
+    assert!(second(4.5, 7.5, 0) > 1000.0, "the phone talks");
+    assert!(second(4.8, 7.5, 1) < 100.0, "the bot stops for it");
+    assert!(second(9.0, 11.0, 1) > 1000.0, "and answers after");
+}
