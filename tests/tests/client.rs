@@ -206,6 +206,11 @@ async fn call_streams_the_call_and_prints_its_events_until_the_phone_hangs_up() 
         .filter(|l| l["event_name"].is_string())
         .cloned()
         .collect();
+    // Each one as docs/api.md describes it: its fields, no more, no fewer.
+    let doc = e2e::docs::api_doc();
+    for e in &events {
+        doc.check_event(e).unwrap_or_else(|why| panic!("{why}"));
+    }
     let names = names(&events);
     for want in [
         "started",
