@@ -370,10 +370,18 @@ class Bot:
                     await self.place_call()
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, self.finished.set)
+                    loop.add_signal_handler(sig, self.stop)
                 await self.finished.wait()
+                # Stopped early: hang up the calls still going, not leave them to the switch.
+                for uuid in list(self.calls):
+                    log(uuid, "hanging up: the bot is stopping")
+                    await self.request("request_drop_call", {"call_uuid": uuid}, uuid)
                 await self.nc.drain()
         log(None, f"bye after {self.done} call(s)")
+
+    def stop(self):
+        log(None, "stopping")
+        self.finished.set()
 
     async def place_call(self):
         a = self.args

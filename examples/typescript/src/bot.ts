@@ -452,8 +452,18 @@ class Bot {
     await this.nc.flush();
     log(null, `ready: events on ${subject}, WSS on wss://${o["ws-host"]}:${this.wsPort}`);
     if (o.call) await this.placeCall();
-    for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => this.finish());
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      process.on(sig, () => {
+        log(null, "stopping");
+        this.finish();
+      });
+    }
     await this.finished;
+    // Stopped early: hang up the calls still going, not leave them to the switch.
+    for (const uuid of [...this.calls.keys()]) {
+      log(uuid, "hanging up: the bot is stopping");
+      await this.request("request_drop_call", { call_uuid: uuid }, uuid);
+    }
     await this.nc.drain();
     wss.clients.forEach((c) => c.terminate());
     server.close();
