@@ -16,7 +16,8 @@ forward() {
 trap forward INT TERM
 if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
   mkdir -p data/nats
-  nats-server -js -a 127.0.0.1 -p "$port" -sd data/nats >data/nats.log 2>&1 &
+  # Its own session too: a terminal's Ctrl-C must not stop NATS under the draining switch.
+  setsid nats-server -js -a 127.0.0.1 -p "$port" -sd data/nats >data/nats.log 2>&1 &
   nats_pid=$!
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   echo "started nats-server (JetStream) on 127.0.0.1:$port, log in data/nats.log"
