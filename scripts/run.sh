@@ -10,7 +10,9 @@ bin=${BOTSTREAM_BIN:-./target/release/botstream}
 export BOTSTREAM_NATS_URL=${BOTSTREAM_NATS_URL:-nats://127.0.0.1:$port}
 nats_pid=""
 switch_pid=""
+interrupted=0
 forward() {
+  interrupted=1
   [ -n "$switch_pid" ] && kill -TERM "$switch_pid" 2>/dev/null || true
 }
 trap forward INT TERM
@@ -26,9 +28,14 @@ fi
 setsid "$bin" "$@" &
 switch_pid=$!
 status=0
-# `wait` returns early when a trapped signal arrives: keep waiting until the switch is gone.
-while kill -0 "$switch_pid" 2>/dev/null; do
-  wait "$switch_pid" && status=0 || status=$?
+# `wait` returns early (128+signal) when a trapped signal arrives: then wait again, for the
+# switch's own status, even if it is gone by now (a switch with no calls drains at once).
+while :; do
+  interrupted=0
+  if wait "$switch_pid"; then rc=0; else rc=$?; fi
+  [ "$rc" = 127 ] && break # reaped by the previous wait: its status stands
+  status=$rc
+  [ "$interrupted" = 1 ] || break
 done
 if [ -n "$nats_pid" ]; then
   kill "$nats_pid" 2>/dev/null || true
