@@ -120,6 +120,9 @@ fn client_command(cli: &Cli, cmd: &Command) -> ExitCode {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn run(s: Settings) -> Result<(), BoxError> {
+    // Before anything answers (HTTP, SIP): a SIGTERM that comes while the switch is starting
+    // is kept and honoured once it is up, instead of killing it by the default action.
+    let mut signals = Signals::new();
     let ready = Arc::new(AtomicBool::new(false));
     // operator.md: exit with a clear message if NATS is unreachable at start-up.
     let servers: Vec<async_nats::ServerAddr> = s
@@ -249,7 +252,6 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         tracing::info!(sip_tls = %tls, "SIP over TLS");
     }
 
-    let mut signals = Signals::new();
     signals.next().await;
     tracing::info!(drain_secs = s.drain_secs, "shutting down: draining calls");
     // Not ready at once, and out of the queue group so other pods take new requests. Nothing
@@ -299,34 +301,43 @@ async fn flush(client: &async_nats::Client, within: Duration) {
     }
 }
 
-/// SIGTERM and SIGINT, as a stream: the first starts the drain, the second cuts it short.
+/// SIGTERM and SIGINT, as a stream: the first starts the drain, the second cuts it short. Both
+/// are listened for from [`Signals::new`] on, so one that comes early waits for [`Signals::next`].
 struct Signals {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
     fn new() -> Signals {
-        Signals {
-            #[cfg(unix)]
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
 
     async fn next(&mut self) {
         #[cfg(unix)]
         {
-            let term = async {
-                match self.term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
                     }
                     None => std::future::pending().await,
                 }
-            };
+            }
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term => {}
+                _ = one(&mut self.int) => {}
+                _ = one(&mut self.term) => {}
             }
         }
         #[cfg(not(unix))]
