@@ -2,11 +2,13 @@
 #   make run    install nats-server if missing, start it (JetStream) unless one answers on
 #               127.0.0.1:4222, build and start the switch with the defaults. Ctrl-C stops both.
 #   make test   install nats-server and SIPp (sip-tester) if missing, build, run every test.
+#   make examples  install and build the example bots (Python venv under target/examples,
+#               TypeScript under examples/typescript); make test does it first.
 
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test build deps-build deps-run deps-test bench bench-bridge bench-cpa fmt lint
+.PHONY: run test build deps-build deps-run deps-test deps-examples examples bench bench-bridge bench-cpa fmt lint
 
 # Debian package names; apt-get update runs once, only when something is missing.
 define ensure
@@ -33,17 +35,42 @@ deps-build:
 deps-run: deps-build
 	$(call ensure,nats-server:nats-server)
 
-deps-test: deps-build
+deps-test: deps-build examples
 	$(call ensure,nats-server:nats-server sipp:sip-tester baresip:baresip-core)
-	@python3 -m venv --help >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-venv; }
 
 # The Pipecat bot of examples/pipecat (tests/tests/pipecat.rs runs it), in a venv under target/.
 PIPECAT_VENV := target/pipecat-venv
-$(PIPECAT_VENV)/.installed: examples/pipecat/requirements.txt
+$(PIPECAT_VENV)/.installed: examples/pipecat/requirements.txt | deps-examples
 	python3 -m venv $(PIPECAT_VENV)
 	$(PIPECAT_VENV)/bin/pip install -q -r examples/pipecat/requirements.txt
 	touch $@
+
+# The example bots (examples/): Python 3 with venv, Node.js with npm, openssl for their
+# self-signed WSS certificates. The Python venv lives in target/examples (EXAMPLES_ENV), the
+# TypeScript packages in examples/typescript/node_modules (git-ignored), both from the pinned
+# examples/python/requirements.txt and examples/typescript/package-lock.json.
+EXAMPLES_ENV ?= $(CURDIR)/target/examples
+deps-examples:
+	$(call ensure,node:nodejs npm:npm openssl:openssl python3:python3)
+	@python3 -c 'import ensurepip, venv' 2>/dev/null || { \
+	  echo "installing: python3-venv"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-venv; }
+
+examples: deps-examples $(EXAMPLES_ENV)/venv/.installed examples/typescript/dist/bot.js
+
+$(EXAMPLES_ENV)/venv/.installed: examples/python/requirements.txt
+	python3 -m venv $(EXAMPLES_ENV)/venv
+	$(EXAMPLES_ENV)/venv/bin/pip install -q --disable-pip-version-check -r $<
+	touch $@
+
+examples/typescript/node_modules/.installed: examples/typescript/package-lock.json
+	cd examples/typescript && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+examples/typescript/dist/bot.js: examples/typescript/src/bot.ts examples/typescript/tsconfig.json \
+		examples/typescript/node_modules/.installed
+	cd examples/typescript && npx tsc -p .
 
 build: deps-build
 	$(CARGO) build --release -p botstream
@@ -53,7 +80,7 @@ run: deps-run build
 
 test: deps-test $(PIPECAT_VENV)/.installed
 	$(CARGO) build -p botstream
-	$(CARGO) test --workspace --no-fail-fast
+	BOTSTREAM_EXAMPLES_ENV=$(EXAMPLES_ENV) $(CARGO) test --workspace --no-fail-fast
 
 # N concurrent streamed calls (SIPp carriers echoing RTP, a local WSS echo app), N rising until
 # calls can no longer be set up; report in bench/results/media.md. BENCH_CALLS and BENCH_HOLD

@@ -10,13 +10,16 @@ bin=${BOTSTREAM_BIN:-./target/release/botstream}
 export BOTSTREAM_NATS_URL=${BOTSTREAM_NATS_URL:-nats://127.0.0.1:$port}
 nats_pid=""
 switch_pid=""
+interrupted=0
 forward() {
+  interrupted=1
   [ -n "$switch_pid" ] && kill -TERM "$switch_pid" 2>/dev/null || true
 }
 trap forward INT TERM
 if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
   mkdir -p data/nats
-  nats-server -js -a 127.0.0.1 -p "$port" -sd data/nats >data/nats.log 2>&1 &
+  # Its own session too: a terminal's Ctrl-C must not stop NATS under the draining switch.
+  setsid nats-server -js -a 127.0.0.1 -p "$port" -sd data/nats >data/nats.log 2>&1 &
   nats_pid=$!
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   echo "started nats-server (JetStream) on 127.0.0.1:$port, log in data/nats.log"
@@ -25,9 +28,14 @@ fi
 setsid "$bin" "$@" &
 switch_pid=$!
 status=0
-# `wait` returns early when a trapped signal arrives: keep waiting until the switch is gone.
-while kill -0 "$switch_pid" 2>/dev/null; do
-  wait "$switch_pid" && status=0 || status=$?
+# `wait` returns early (128+signal) when a trapped signal arrives: then wait again, for the
+# switch's own status, even if it is gone by now (a switch with no calls drains at once).
+while :; do
+  interrupted=0
+  if wait "$switch_pid"; then rc=0; else rc=$?; fi
+  [ "$rc" = 127 ] && break # reaped by the previous wait: its status stands
+  status=$rc
+  [ "$interrupted" = 1 ] || break
 done
 if [ -n "$nats_pid" ]; then
   kill "$nats_pid" 2>/dev/null || true

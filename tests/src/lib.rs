@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
+pub mod docs;
 pub mod measure;
 
 pub fn repo_root() -> PathBuf {

@@ -21,10 +21,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     /// NATS server(s), comma separated [default: nats://127.0.0.1:4222]
-    #[arg(long, env = "BOTSTREAM_NATS_URL")]
+    #[arg(long, env = "BOTSTREAM_NATS_URL", global = true)]
     pub nats_url: Option<String>,
     /// Request subject (queue group `botstream`) [default: botstream.api]
-    #[arg(long, env = "BOTSTREAM_API_SUBJECT")]
+    #[arg(long, env = "BOTSTREAM_API_SUBJECT", global = true)]
     pub api_subject: Option<String>,
     /// `dialer_pod_id` in replies [default: host name]
     #[arg(long, env = "BOTSTREAM_POD_ID")]
@@ -60,7 +60,7 @@ pub struct Cli {
     #[arg(long, env = "BOTSTREAM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Event subject of inbound calls with no matching route [default: botstream.inbound]
-    #[arg(long, env = "BOTSTREAM_INBOUND_SUBJECT")]
+    #[arg(long, env = "BOTSTREAM_INBOUND_SUBJECT", global = true)]
     pub inbound_subject: Option<String>,
     /// Tenant of inbound calls with no matching route [default: default]
     #[arg(long, env = "BOTSTREAM_INBOUND_TENANT")]
@@ -99,6 +99,53 @@ pub enum Command {
         #[arg(long)]
         cpa: String,
         file: PathBuf,
+    },
+    /// Send one API request to a running switch and print its reply
+    /// (exit 0 on status 0, 1 on any other status, 2 on bad input).
+    #[command(after_help = "Examples:\n  \
+        botstream request request_get_sip_gateway '{\"name\":\"*\"}'\n  \
+        botstream request add_sip_gateway '{\"name\":\"carrier\",\"params\":{\"proxy\":\"127.0.0.1:5080\"}}'\n  \
+        echo '{\"call_uuid\":\"...\"}' | botstream request drop_call -")]
+    Request {
+        /// The request's event_name; the `request_` prefix may be left out
+        name: String,
+        /// Its event_data as a JSON object, or `-` to read it from standard input [default: {}]
+        json: Option<String>,
+    },
+    /// Print events as they arrive, one JSON object per line
+    Events {
+        /// Subject to listen on (`>` for everything) [default: the inbound subject]
+        subject: Option<String>,
+        /// Exit after this many messages
+        #[arg(long)]
+        count: Option<u64>,
+        /// Write each message's subject before it
+        #[arg(long)]
+        show_subject: bool,
+    },
+    /// Place a call, optionally stream it to an app, and print its events until hangup
+    Call {
+        /// Logical or SIP gateway to dial through
+        #[arg(long)]
+        gateway: String,
+        /// Number to call
+        #[arg(long)]
+        to: String,
+        /// Caller id
+        #[arg(long)]
+        from: String,
+        /// Once answered, stream the call to this app: wss://host[:port][/path]
+        #[arg(long)]
+        stream: Option<String>,
+        /// tenant_id of the call
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Event subject for the call [default: a fresh botstream.cli.* subject]
+        #[arg(long)]
+        subject: Option<String>,
+        /// More request_make_call fields as a JSON object, e.g. '{"cpa_config":"amd"}'
+        #[arg(long)]
+        extra: Option<String>,
     },
 }
 
@@ -291,16 +338,57 @@ fn toml_to_json(t: toml::Table) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
+const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+const DEFAULT_API_SUBJECT: &str = "botstream.api";
+const DEFAULT_INBOUND_SUBJECT: &str = "botstream.inbound";
+
+fn load_file(cli: &Cli) -> Result<FileConfig, String> {
+    match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => Ok(FileConfig::default()),
+    }
+}
+
+/// What the client commands (`request`, `events`, `call`) need of the switch's configuration,
+/// from the same layers, so that they reach the switch started with the same flags, environment
+/// or file.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub nats_url: String,
+    pub api_subject: String,
+    pub inbound_subject: String,
+}
+
+impl ClientSettings {
+    pub fn resolve(cli: &Cli) -> Result<ClientSettings, String> {
+        let file = load_file(cli)?;
+        Ok(ClientSettings {
+            nats_url: cli
+                .nats_url
+                .clone()
+                .or(file.nats.url)
+                .unwrap_or_else(|| DEFAULT_NATS_URL.into()),
+            api_subject: cli
+                .api_subject
+                .clone()
+                .or(file.api.subject)
+                .unwrap_or_else(|| DEFAULT_API_SUBJECT.into()),
+            inbound_subject: cli
+                .inbound_subject
+                .clone()
+                .or(file.inbound.subject)
+                .unwrap_or_else(|| DEFAULT_INBOUND_SUBJECT.into()),
+        })
+    }
+}
+
 impl Settings {
     pub fn resolve(cli: &Cli) -> Result<Settings, String> {
-        let file: FileConfig = match &cli.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
+        let file = load_file(cli)?;
         let sip_tls = match cli.sip_tls_listen.clone().or(file.sip.tls_listen.clone()) {
             None => None,
             Some(l) => {
@@ -350,8 +438,8 @@ impl Settings {
         enforce |= file.tenants_enforce.unwrap_or(false)
             || tenant_list.iter().any(|t| t.enforce == Some(true));
         Ok(Settings {
-            nats_url: pick(&cli.nats_url, &file.nats.url, "nats://127.0.0.1:4222"),
-            api_subject: pick(&cli.api_subject, &file.api.subject, "botstream.api"),
+            nats_url: pick(&cli.nats_url, &file.nats.url, DEFAULT_NATS_URL),
+            api_subject: pick(&cli.api_subject, &file.api.subject, DEFAULT_API_SUBJECT),
             pod_id: cli.pod_id.clone().or(file.pod.id).unwrap_or_else(host_name),
             sip_listen,
             sip_tls,
@@ -371,7 +459,7 @@ impl Settings {
             inbound_subject: pick(
                 &cli.inbound_subject,
                 &file.inbound.subject,
-                "botstream.inbound",
+                DEFAULT_INBOUND_SUBJECT,
             ),
             inbound_tenant: pick(&cli.inbound_tenant, &file.inbound.tenant, "default"),
             inbound_routes: file
@@ -459,6 +547,54 @@ enforce = true
         assert_eq!(s.drain_secs, 30);
         let s = Settings::resolve(&cli(&["--config", p, "--api-subject", "from.flag"])).unwrap();
         assert_eq!(s.api_subject, "from.flag");
+    }
+
+    #[test]
+    fn client_commands_read_the_same_layers_as_the_switch() {
+        let dir = std::env::temp_dir().join(format!("bs-client-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "[nats]\nurl = \"nats://10.0.0.1:4222\"\n[api]\nsubject = \"f.api\"\n\
+             [inbound]\nsubject = \"f.in\"\n[sip]\nlisten = \"bad\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        // A switch-only value the client does not need (sip.listen) does not stop it.
+        let c = ClientSettings::resolve(&cli(&["--config", p, "events"])).unwrap();
+        assert_eq!(
+            (
+                c.nats_url.as_str(),
+                c.api_subject.as_str(),
+                c.inbound_subject.as_str()
+            ),
+            ("nats://10.0.0.1:4222", "f.api", "f.in")
+        );
+        // Flags win, and may come after the subcommand.
+        let c = ClientSettings::resolve(&cli(&[
+            "--config",
+            p,
+            "request",
+            "list_calls",
+            "--api-subject",
+            "x.api",
+        ]))
+        .unwrap();
+        assert_eq!(c.api_subject, "x.api");
+        assert_eq!(c.nats_url, "nats://10.0.0.1:4222");
+        let c = ClientSettings::resolve(&cli(&[
+            "call",
+            "--gateway",
+            "g",
+            "--to",
+            "1",
+            "--from",
+            "2",
+        ]))
+        .unwrap();
+        assert_eq!(c.inbound_subject, "botstream.inbound");
+        assert!(Cli::try_parse_from(["botstream", "call", "--gateway", "g"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The BotStream switch binary (operator.md).
 
 mod analyze;
+mod client;
 mod config;
 mod http;
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use config::{Cli, Command, Settings};
+use config::{Cli, ClientSettings, Command, Settings};
 
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -36,6 +37,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         };
+    }
+    if let Some(cmd) = &cli.command {
+        return client_command(&cli, cmd);
     }
     init_logs(&cli.log_format);
     let settings = match Settings::resolve(&cli) {
@@ -69,9 +73,56 @@ fn main() -> ExitCode {
     }
 }
 
+/// `request`, `events` and `call` (operator.md "Client commands").
+fn client_command(cli: &Cli, cmd: &Command) -> ExitCode {
+    let name = match cmd {
+        Command::Request { .. } => "request",
+        Command::Events { .. } => "events",
+        Command::Call { .. } => "call",
+        Command::Analyze { .. } => "analyze",
+    };
+    let settings = match ClientSettings::resolve(cli) {
+        Ok(s) => s,
+        Err(e) => return client::Outcome::BadInput(format!("configuration: {e}")).exit(name),
+    };
+    let outcome = match cmd {
+        Command::Request { name, json } => client::run_request(&settings, name, json.as_deref()),
+        Command::Events {
+            subject,
+            count,
+            show_subject,
+        } => client::run_events(&settings, subject.as_deref(), *count, *show_subject),
+        Command::Call {
+            gateway,
+            to,
+            from,
+            stream,
+            tenant,
+            subject,
+            extra,
+        } => client::run_call(
+            &settings,
+            &client::CallArgs {
+                gateway,
+                to,
+                from,
+                stream: stream.as_deref(),
+                tenant,
+                subject: subject.as_deref(),
+                extra: extra.as_deref(),
+            },
+        ),
+        Command::Analyze { .. } => unreachable!("handled first"),
+    };
+    outcome.exit(name)
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn run(s: Settings) -> Result<(), BoxError> {
+    // Before anything answers (HTTP, SIP): a SIGTERM that comes while the switch is starting
+    // is kept and honoured once it is up, instead of killing it by the default action.
+    let mut signals = Signals::new();
     let ready = Arc::new(AtomicBool::new(false));
     // operator.md: exit with a clear message if NATS is unreachable at start-up.
     let servers: Vec<async_nats::ServerAddr> = s
@@ -202,7 +253,6 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         tracing::info!(sip_tls = %tls, "SIP over TLS");
     }
 
-    let mut signals = Signals::new();
     signals.next().await;
     tracing::info!(drain_secs = s.drain_secs, "shutting down: draining calls");
     // Not ready at once, and out of the queue group so other pods take new requests. Nothing
@@ -252,34 +302,43 @@ async fn flush(client: &async_nats::Client, within: Duration) {
     }
 }
 
-/// SIGTERM and SIGINT, as a stream: the first starts the drain, the second cuts it short.
+/// SIGTERM and SIGINT, as a stream: the first starts the drain, the second cuts it short. Both
+/// are listened for from [`Signals::new`] on, so one that comes early waits for [`Signals::next`].
 struct Signals {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
     fn new() -> Signals {
-        Signals {
-            #[cfg(unix)]
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
 
     async fn next(&mut self) {
         #[cfg(unix)]
         {
-            let term = async {
-                match self.term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
                     }
                     None => std::future::pending().await,
                 }
-            };
+            }
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term => {}
+                _ = one(&mut self.int) => {}
+                _ = one(&mut self.term) => {}
             }
         }
         #[cfg(not(unix))]
