@@ -288,7 +288,15 @@ async fn rtp_from_a_stranger_is_neither_heard_nor_answered() {
     .await;
     // The caller is quiet; a stranger on another address floods the call's RTP port with a
     // loud tone, hoping to be heard by the bot and to take the caller's audio for itself.
-    let target = rtp.switch_addr().expect("the switch sends to the caller");
+    let mut target = rtp.switch_addr();
+    for _ in 0..100 {
+        if target.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        target = rtp.switch_addr();
+    }
+    let target = target.expect("the switch sends to the caller");
     let stranger = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
     let flood = tokio::spawn(async move {
         let tone = tone(1000.0, 160, 16000.0);
