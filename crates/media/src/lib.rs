@@ -1,5 +1,6 @@
 //! The media path of a call: RTP/RTCP ports and endpoints.
 
+pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
@@ -12,6 +13,7 @@ pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 pub mod session;
+pub mod srtp;
 pub mod stream;
 pub mod wav;
 pub mod ws;

@@ -19,99 +19,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::dtmf::{self, Rfc4733Receiver};
-use crate::g711::{self, Law};
 use crate::rtcp::{self, ReceiverStats, ReportBlock, RtcpPacket};
 use crate::rtp::{self, RtpHeader, SeqExtender};
 
-/// Samples in one 20 ms G.711 frame.
-pub const SAMPLES: usize = 160;
-
-/// The codecs a leg speaks (api.md §7 Codecs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AudioCodec {
-    Pcmu,
-    Pcma,
-    /// Wideband: 16 kHz audio, RTP timestamps at 8000 (RFC 3551 §4.5.2).
-    G722,
-    /// Opus (RFC 7587), coded and decoded at 16 kHz (mono; a stereo stream is downmixed),
-    /// RTP timestamps at 48000 whatever the audio.
-    Opus,
-}
-
-impl AudioCodec {
-    /// The rate of its audio: what the leg mixes, streams and plays at.
-    pub fn rate(self) -> u32 {
-        match self {
-            AudioCodec::Pcmu | AudioCodec::Pcma => 8000,
-            AudioCodec::G722 | AudioCodec::Opus => 16000,
-        }
-    }
-
-    /// Its RTP clock.
-    pub fn clock(self) -> u32 {
-        match self {
-            AudioCodec::Opus => 48000,
-            _ => 8000,
-        }
-    }
-
-    /// Samples in one 20 ms frame at [`Self::rate`].
-    pub fn frame_samples(self) -> usize {
-        self.rate() as usize / 50
-    }
-}
-
-/// G.722's encoder and decoder keep adaptive state from frame to frame.
-struct G722 {
-    enc: ezk_g722::libg722::encoder::Encoder,
-    dec: ezk_g722::libg722::decoder::Decoder,
-}
-
-impl G722 {
-    fn new() -> G722 {
-        use ezk_g722::libg722::{decoder::Decoder, encoder::Encoder, Bitrate};
-        G722 {
-            // 64 kbit/s, 16 kHz samples, one code per byte.
-            enc: Encoder::new(Bitrate::Mode1_64000, false, false),
-            dec: Decoder::new(Bitrate::Mode1_64000, false, false),
-        }
-    }
-}
-/// Opus keeps state too; libopus does the work.
-struct Opus {
-    enc: opus::Encoder,
-    dec: opus::Decoder,
-}
-
-impl Opus {
-    fn new() -> Option<Opus> {
-        let rate = AudioCodec::Opus.rate();
-        let mut enc =
-            opus::Encoder::new(rate, opus::Channels::Mono, opus::Application::Voip).ok()?;
-        // Speech at 16 kHz: 24 kbit/s is transparent for it and above every fmtp floor.
-        enc.set_bitrate(opus::Bitrate::Bits(24000)).ok()?;
-        Some(Opus {
-            enc,
-            // A mono decoder downmixes a stereo stream (RFC 7587 §3.4).
-            dec: opus::Decoder::new(rate, opus::Channels::Mono).ok()?,
-        })
-    }
-
-    fn encode(&mut self, frame: &[i16]) -> Option<Vec<u8>> {
-        let mut out = vec![0u8; 400];
-        let n = self.enc.encode(frame, &mut out).ok()?;
-        out.truncate(n);
-        Some(out)
-    }
-
-    fn decode(&mut self, payload: &[u8]) -> Option<Vec<i16>> {
-        // Up to 120 ms per packet.
-        let mut out = vec![0i16; AudioCodec::Opus.rate() as usize * 120 / 1000];
-        let n = self.dec.decode(payload, &mut out, false).ok()?;
-        out.truncate(n);
-        Some(out)
-    }
-}
+use crate::codec::Coders;
+pub use crate::codec::{AudioCodec, SAMPLES};
+use crate::srtp::Srtp;
+pub use crate::srtp::{SrtpKeys, SrtpSuite};
 
 /// How long after the SDP a source may still be learnt.
 const LEARN_WINDOW: Duration = Duration::from_secs(3);
@@ -127,63 +41,6 @@ pub struct Remote {
     pub telephone_event: Option<(u8, u32)>,
     /// SRTP, when the call is secure.
     pub srtp: Option<SrtpKeys>,
-}
-
-/// The SDES suites (RFC 4568) the switch speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SrtpSuite {
-    AesCm128HmacSha1_80,
-    AesCm128HmacSha1_32,
-}
-
-/// A call's SRTP master keys and salts (16 + 14 bytes): ours protects what we send, the peer's
-/// what we receive. Its `Debug` never shows them.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SrtpKeys {
-    pub suite: SrtpSuite,
-    pub local: [u8; 30],
-    pub remote: [u8; 30],
-}
-
-impl std::fmt::Debug for SrtpKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SrtpKeys {{ suite: {:?}, keys: *** }}", self.suite)
-    }
-}
-
-/// The two one-way SRTP contexts of a call.
-struct Srtp {
-    keys: SrtpKeys,
-    inbound: rtc_srtp::context::Context,
-    outbound: rtc_srtp::context::Context,
-}
-
-impl Srtp {
-    fn new(keys: SrtpKeys) -> Option<Srtp> {
-        use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
-        use rtc_srtp::protection_profile::ProtectionProfile;
-        let profile = match keys.suite {
-            SrtpSuite::AesCm128HmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
-            SrtpSuite::AesCm128HmacSha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
-        };
-        let context = |key: &[u8; 30], replay: bool| {
-            let (k, salt) = key.split_at(16);
-            let (rtp, rtcp) = if replay {
-                (
-                    Some(srtp_replay_protection(128)),
-                    Some(srtcp_replay_protection(128)),
-                )
-            } else {
-                (None, None)
-            };
-            rtc_srtp::context::Context::new(k, salt, profile, rtp, rtcp).ok()
-        };
-        Some(Srtp {
-            inbound: context(&keys.remote, true)?,
-            outbound: context(&keys.local, false)?,
-            keys,
-        })
-    }
 }
 
 /// A packet to send: RTP to the peer, or RTCP to its RTCP port.
@@ -236,8 +93,7 @@ pub struct RtpSession {
     /// SRTP or SRTCP packets that failed authentication (or were replays, or too short).
     pub srtp_failed: u64,
     srtp: Option<Srtp>,
-    g722: Option<G722>,
-    opus: Option<Opus>,
+    coders: Coders,
     held: bool,
     // Sending.
     ssrc: u32,
@@ -273,8 +129,7 @@ impl RtpSession {
             foreign_dropped: 0,
             srtp_failed: 0,
             srtp: None,
-            g722: None,
-            opus: None,
+            coders: Coders::default(),
             held: false,
             ssrc,
             seq,
@@ -307,12 +162,7 @@ impl RtpSession {
             Some(k) if self.srtp.as_ref().is_some_and(|s| s.keys == *k) => {}
             Some(k) => self.srtp = Srtp::new(k.clone()),
         }
-        if remote.codec == AudioCodec::G722 && self.g722.is_none() {
-            self.g722 = Some(G722::new());
-        }
-        if remote.codec == AudioCodec::Opus && self.opus.is_none() {
-            self.opus = Opus::new();
-        }
+        self.coders.prepare(remote.codec);
         self.remote = Some(remote);
         self.learnt = None;
         self.learn_until = Some(now + LEARN_WINDOW);
@@ -455,20 +305,7 @@ impl RtpSession {
             }
         }
         self.last_fwd = Some(ext);
-        let pcm = match codec {
-            AudioCodec::Pcmu | AudioCodec::Pcma => {
-                let law = if codec == AudioCodec::Pcmu {
-                    Law::Mu
-                } else {
-                    Law::A
-                };
-                let mut pcm = Vec::with_capacity(SAMPLES);
-                g711::decode(law, payload, &mut pcm);
-                pcm
-            }
-            AudioCodec::G722 => self.g722.as_mut()?.dec.decode(payload),
-            AudioCodec::Opus => self.opus.as_mut()?.decode(payload)?,
-        };
+        let pcm = self.coders.decode(codec, payload)?;
         Some(Audio {
             pcm,
             seq: h.seq,
@@ -559,20 +396,7 @@ impl RtpSession {
             };
             rtp::write(&h, &payload, &mut packet);
         } else {
-            let payload = match codec {
-                AudioCodec::Pcmu | AudioCodec::Pcma => {
-                    let law = if codec == AudioCodec::Pcmu {
-                        Law::Mu
-                    } else {
-                        Law::A
-                    };
-                    let mut p = Vec::with_capacity(SAMPLES);
-                    g711::encode(law, frame, &mut p);
-                    p
-                }
-                AudioCodec::G722 => self.g722.as_mut()?.enc.encode(frame),
-                AudioCodec::Opus => self.opus.as_mut()?.encode(frame)?,
-            };
+            let payload = self.coders.encode(codec, frame)?;
             let h = RtpHeader {
                 payload_type: self.remote.as_ref().map_or(0, |r| r.payload_type),
                 marker: false,
@@ -889,7 +713,7 @@ mod tests {
                     .expect("authenticated");
                 assert_eq!(
                     got.pcm[0],
-                    g711::ulaw_decode(g711::ulaw_encode(1234)),
+                    crate::g711::ulaw_decode(crate::g711::ulaw_encode(1234)),
                     "{i}"
                 );
                 if i == 5 {
