@@ -463,6 +463,113 @@ impl Sipp {
             .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
             .collect()
     }
+
+    /// [`Sipp::messages`] one by one, in order, each marked sent or received.
+    pub fn traced(&self) -> Vec<Traced> {
+        let log = self.messages();
+        let mut out = Vec::new();
+        // Each message: a line of dashes and a timestamp, "UDP message sent (N bytes):" or
+        // "UDP message received [N] bytes :", a blank line, the message.
+        let mut blocks: Vec<Vec<&str>> = Vec::new();
+        for line in log.lines() {
+            if line.starts_with("----------") {
+                blocks.push(Vec::new());
+            } else if let Some(b) = blocks.last_mut() {
+                b.push(line);
+            }
+        }
+        for b in blocks {
+            let Some(head) = b.first() else { continue };
+            let sent = head.contains("message sent");
+            if !sent && !head.contains("message received") {
+                continue;
+            }
+            let text = b[1..].join("\r\n");
+            out.push(Traced {
+                sent,
+                text: text.trim_start().to_string(),
+            });
+        }
+        out
+    }
+
+    /// Waits until a message of the trace satisfies `pred`, and returns it.
+    pub fn wait_traced(&self, within: Duration, pred: impl Fn(&Traced) -> bool) -> Traced {
+        let end = Instant::now() + within;
+        loop {
+            if let Some(m) = self.traced().into_iter().find(|m| pred(m)) {
+                return m;
+            }
+            assert!(
+                Instant::now() < end,
+                "no such message within {within:?}:\n{}",
+                self.messages()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One SIP message of a SIPp `-trace_msg` log.
+#[derive(Debug, Clone)]
+pub struct Traced {
+    /// Sent by SIPp (else received by it).
+    pub sent: bool,
+    pub text: String,
+}
+
+impl Traced {
+    pub fn first_line(&self) -> &str {
+        self.text.lines().next().unwrap_or("")
+    }
+
+    /// A request of this method.
+    pub fn is_request(&self, method: &str) -> bool {
+        self.first_line().starts_with(&format!("{method} "))
+    }
+
+    /// A response with this code to a request of this method.
+    pub fn is_response(&self, code: u16, method: &str) -> bool {
+        self.first_line().starts_with(&format!("SIP/2.0 {code} "))
+            && self
+                .header("CSeq")
+                .is_some_and(|c| c.split_whitespace().nth(1) == Some(method))
+    }
+
+    /// Every value of a header (by its full name, case-insensitively), in order.
+    pub fn headers(&self, name: &str) -> Vec<&str> {
+        self.text
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .filter_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers(name).into_iter().next()
+    }
+
+    /// The `tag` parameter of a From or To header.
+    pub fn tag(&self, name: &str) -> Option<String> {
+        let v = self.header(name)?;
+        let after = v.rsplit_once('>').map(|(_, p)| p).unwrap_or(v);
+        after
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("tag="))
+            .map(str::to_string)
+    }
+
+    /// The `branch` parameter of the top Via.
+    pub fn branch(&self) -> Option<String> {
+        self.header("Via")?
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("branch="))
+            .map(|b| b.split(',').next().unwrap_or(b).to_string())
+    }
 }
 
 /// An app: sends requests and collects the events of its subject.

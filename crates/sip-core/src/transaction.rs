@@ -101,6 +101,9 @@ pub enum Timer {
     L,
     /// §13.3.1.4: 2xx retransmission, doubling from T1 up to T2.
     G2xx,
+    /// §9.1: a CANCELled INVITE still without a final response 64·T1 after the CANCEL is
+    /// destroyed (Timer B stopped at its provisional, so nothing else would end it).
+    Cancelled,
 }
 
 #[derive(Debug)]
@@ -285,6 +288,8 @@ impl TransactionLayer {
             .top_via()
             .and_then(|v| v.branch().map(str::to_string))
             .unwrap_or_default();
+        // A CANCEL's INVITE: the same branch (§9.1).
+        let cancelled = (request.method == "CANCEL").then(|| (branch.clone(), "INVITE".into()));
         let key = (branch, request.method.clone());
         let bytes = request.to_bytes();
         let t1 = self.cfg.t1;
@@ -308,6 +313,9 @@ impl TransactionLayer {
             self.arm(now + t1, id, if invite { Timer::A } else { Timer::E });
         }
         self.arm(now + 64 * t1, id, if invite { Timer::B } else { Timer::F });
+        if let Some(&invite_tx) = cancelled.and_then(|k| self.client_keys.get(&k)) {
+            self.arm(now + 64 * t1, invite_tx, Timer::Cancelled);
+        }
         id
     }
 
@@ -643,6 +651,16 @@ impl TransactionLayer {
                 }
             }
             Timer::D | Timer::K | Timer::M => self.remove_client(id),
+            Timer::Cancelled => {
+                // The TU gave the call up on its own guard; only the transaction is left.
+                if self
+                    .clients
+                    .get(&id)
+                    .is_some_and(|ct| ct.state == State::Proceeding)
+                {
+                    self.remove_client(id);
+                }
+            }
             Timer::G | Timer::G2xx => {
                 let Some(st) = self.servers.get_mut(&id) else {
                     return;
@@ -1006,6 +1024,28 @@ mod tests {
         assert!(
             matches!(outs[1], Output::Event(Event::Cancelled { invite_tx, .. }) if invite_tx == tx)
         );
+    }
+
+    #[test]
+    fn a_cancelled_invite_without_a_final_response_is_destroyed_at_64_t1() {
+        let t0 = Instant::now();
+        let mut tl = TransactionLayer::new(TimerConfig::default());
+        let id = tl.send_request(t0, invite(), peer());
+        tl.handle_message(t0, peer(), Message::Response(resp(180, "INVITE")));
+        let at = t0 + Duration::from_secs(5);
+        let mut cancel = invite();
+        cancel.method = "CANCEL".into();
+        cancel.headers.set("CSeq", "1 CANCEL");
+        tl.send_request(at, cancel, peer());
+        tl.handle_message(at, peer(), Message::Response(resp(200, "CANCEL")));
+        drain(&mut tl);
+        // The 487 never comes (§9.1): the INVITE goes 64·T1 after the CANCEL, not before.
+        tl.handle_timeout(at + Duration::from_secs(31));
+        assert!(tl.has_client(id));
+        tl.handle_timeout(at + Duration::from_secs(32));
+        assert!(!tl.has_client(id), "the INVITE transaction leaked");
+        tl.handle_timeout(at + Duration::from_secs(40));
+        assert!(tl.is_empty());
     }
 
     #[test]

@@ -567,7 +567,8 @@ pub(super) fn send_refer(sb: &mut Switchboard, now: Instant, leg: LegId, uri: &s
     };
     r.headers.push("Refer-To", format!("<{uri}>"));
     r.headers.push("Referred-By", contact.clone());
-    r.headers.push("Contact", contact);
+    // The dialog's request has its Contact already: one only (RFC 3261 §8.1.1.8).
+    r.headers.set("Contact", contact);
     sb.send(leg, Purpose::Refer, r, peer);
     if let Some(l) = sb.legs.get_mut(&leg) {
         l.transfer = Some(Transfer::Referring);

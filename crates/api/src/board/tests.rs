@@ -856,6 +856,7 @@ fn a_transfer_accepted_and_notified_200_ends_the_call_blind_transfer() {
         refer.headers.get("Refer-To"),
         Some("<sip:3001@10.0.0.1:5060>")
     );
+    assert_eq!(refer.headers.get_all("Contact").len(), 1, "{refer:?}");
     b.respond_to(tag, &refer, 202, CARRIER, |_| {});
     let notify = |status: &'static str| {
         move |r: &mut Request| {
