@@ -125,6 +125,7 @@ async fn channel_vars_set_mid_call_go_on_the_bye() {
         .await;
     assert_eq!(r["status_code"], 0, "{r}");
     app.hang_up(&uuid).await;
+    carrier.wait_traced(T, |m| !m.sent && m.is_request("BYE"));
     let msgs = carrier.messages();
     carrier.finish(T).unwrap();
     let bye = msgs.split("BYE sip:").nth(1).expect("a BYE");

@@ -102,6 +102,8 @@ async fn a_plain_answer_to_a_secure_offer_ends_the_call() {
     let h = &events[3]["event_data"];
     assert_eq!(h["hangup_cause"], "INCOMPATIBLE_DESTINATION");
     assert_eq!(h["disposition"], "send_bye");
+    // SIPp logs the BYE a moment after the switch published the hangup.
+    carrier.wait_traced(T, |m| !m.sent && m.is_request("BYE"));
     let msgs = carrier.messages();
     carrier.finish(T).expect("ACK, then our BYE");
     let invite = msgs.split("INVITE sip:").nth(1).expect("the INVITE");

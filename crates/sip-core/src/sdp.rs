@@ -219,6 +219,28 @@ impl MediaDescription {
         }
     }
 
+    /// An answer's codecs, keeping only those `offered` (RFC 3264 §6: an answer uses formats of
+    /// the offer; an empty `offered` means [`DEFAULT_OFFER`]).
+    pub fn within(mut self, offered: &[Codec]) -> MediaDescription {
+        let offered = if offered.is_empty() {
+            &DEFAULT_OFFER[..]
+        } else {
+            offered
+        };
+        let mut i = 0;
+        while i < self.codecs.len() {
+            if offered.contains(&self.codecs[i]) {
+                i += 1;
+            } else {
+                self.codecs.remove(i);
+                if i < self.payload_types.len() {
+                    self.payload_types.remove(i);
+                }
+            }
+        }
+        self
+    }
+
     /// This description with `codec` alone: what is in force after an answer chose it.
     pub fn with_only(mut self, codec: Codec) -> MediaDescription {
         let pt = self.payload_type_of(codec).unwrap_or(codec.payload_type());

@@ -568,7 +568,10 @@ fn answered(sb: &mut Switchboard, now: Instant, leg: LegId, resp: Response) {
         };
         return fail(sb, now, leg, h);
     }
-    let remote = sdp::parse(&resp.body).filter(|r| !r.codecs.is_empty());
+    let offered = &dialog::offered_codecs(sb, leg);
+    let remote = sdp::parse(&resp.body)
+        .map(|r| r.within(offered))
+        .filter(|r| !r.codecs.is_empty());
     let Some(remote) = remote else {
         // Answered with nothing we can speak (RFC 3264 §6): a silent call helps nobody.
         let cause = HangupCause::from_name("INCOMPATIBLE_DESTINATION")

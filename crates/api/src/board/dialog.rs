@@ -269,7 +269,11 @@ fn ack(sb: &mut Switchboard, leg: LegId, req: &Request) {
     if req.body.is_empty() {
         return;
     }
-    if let Some(remote) = sdp::parse(&req.body).filter(|r| !r.codecs.is_empty()) {
+    let offered = &offered_codecs(sb, leg);
+    if let Some(remote) = sdp::parse(&req.body)
+        .map(|r| r.within(offered))
+        .filter(|r| !r.codecs.is_empty())
+    {
         answered_with(sb, leg, remote);
     }
 }
@@ -521,7 +525,11 @@ pub(super) fn refresh_event(sb: &mut Switchboard, now: Instant, leg: LegId, ev: 
             let l = sb.legs.get_mut(&leg).expect("leg");
             // §7.2: a 2xx without Session-Expires means no more timer.
             l.session = session_timer::from_2xx(&resp);
-            if let Some(remote) = sdp::parse(&resp.body).filter(|r| !r.codecs.is_empty()) {
+            let offered = &offered_codecs(sb, leg);
+            if let Some(remote) = sdp::parse(&resp.body)
+                .map(|r| r.within(offered))
+                .filter(|r| !r.codecs.is_empty())
+            {
                 answered_with(sb, leg, remote);
             }
             arm_session_timers(sb, now, leg);
@@ -808,4 +816,12 @@ fn answer_preference(configured: &[sdp::Codec], in_force: Option<sdp::Codec>) ->
     let mut prefer: Vec<sdp::Codec> = in_force.into_iter().collect();
     prefer.extend(configured.iter().filter(|c| Some(**c) != in_force));
     prefer
+}
+
+/// What our offers on this leg listed (empty: the default offer).
+pub(super) fn offered_codecs(sb: &Switchboard, leg: LegId) -> Vec<sdp::Codec> {
+    sb.legs
+        .get(&leg)
+        .map(|l| l.media.offer.clone())
+        .unwrap_or_default()
 }

@@ -765,11 +765,18 @@ fn a_realm_the_gateway_does_not_name_is_not_answered() {
 
 #[test]
 fn an_answer_with_no_codec_in_common_is_hung_up() {
+    for answer in ["m=audio 6000 RTP/AVP 18", "m=audio 6000 RTP/AVP 9"] {
+        an_answer_is_hung_up(answer);
+    }
+}
+
+/// G.729, or G.722 that our PCMU/PCMA offer did not list (RFC 3264 §6).
+fn an_answer_is_hung_up(m_line: &str) {
     let mut b = Bench::new();
     let (leg, uuid) = b.dial(gateway("carrier", CARRIER, &[]), "1", &[]);
     let (tag, inv, _) = b.sent("INVITE");
-    let g729 = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 6000 RTP/AVP 18\r\n";
-    b.respond_to(tag, &inv, 200, CARRIER, |r| with_sdp(r, g729));
+    let sdp = format!("v=0\r\nc=IN IP4 10.0.0.1\r\n{m_line}\r\n");
+    b.respond_to(tag, &inv, 200, CARRIER, |r| with_sdp(r, &sdp));
     b.acked();
     let (_, bye, _) = b.sent("BYE");
     assert!(bye.headers.get("Reason").unwrap().contains("cause=88"));
