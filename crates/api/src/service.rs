@@ -398,6 +398,9 @@ fn destination(sw: &Switch, d: &str) -> Result<Destination, ApiError> {
     )))
 }
 
+/// What could end a URI's user part, start its parameters or headers, or leave a quoted name.
+const FORBIDDEN_IN_NUMBERS: &str = "<>\";@:,?&=%\\";
+
 /// Numbers land inside SIP URIs and From: anything that could break out of one is refused
 /// (135) before it reaches a request.
 fn check_numbers(fields: &[(&str, &str)]) -> Result<(), ApiError> {
@@ -405,7 +408,7 @@ fn check_numbers(fields: &[(&str, &str)]) -> Result<(), ApiError> {
         if value.is_empty()
             || value
                 .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || "<>\";@:,?&=%\\".contains(c))
+                .any(|c| c.is_whitespace() || c.is_control() || FORBIDDEN_IN_NUMBERS.contains(c))
         {
             return Err(ApiError::schema(format!(
                 "{field} contains characters not allowed in a SIP URI"
@@ -725,5 +728,34 @@ pub async fn end_calls(sw: &Arc<Switch>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !sw.calls.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_that_could_break_out_of_a_uri_are_refused() {
+        for ok in ["+15551234567", "2001", "*67#", "agent.queue-1"] {
+            assert!(check_numbers(&[("to_number", ok)]).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1 2",
+            "1\r\nVia: x",
+            "1@evil.example",
+            "1;transport=tcp",
+            "1>",
+            "\"1",
+            "1?X=y",
+            "1:5060",
+            "1,2",
+            "1%0d",
+            "1\\",
+        ] {
+            let e = check_numbers(&[("from_number", bad)]).expect_err(bad);
+            assert_eq!(e.code.code(), 135, "{bad}");
+        }
     }
 }
