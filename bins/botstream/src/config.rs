@@ -80,6 +80,11 @@ pub struct Cli {
     /// RFC 4028 Min-SE: the shortest session interval accepted, in seconds [default: 90]
     #[arg(long, env = "BOTSTREAM_SIP_MIN_SE")]
     pub sip_min_se: Option<u32>,
+    /// Requests per second one source address may send outside its dialogs; above it they are
+    /// dropped (UDP) or answered 503 (TCP/TLS), and a source over it for 10 s is ignored for
+    /// 60 s; 0 turns the limit off [default: 50]
+    #[arg(long, env = "BOTSTREAM_SIP_RATE_LIMIT")]
+    pub sip_rate_limit: Option<u32>,
     /// Seconds to wait for calls to end on SIGTERM [default: 30]
     #[arg(long, env = "BOTSTREAM_DRAIN_SECS")]
     pub drain_secs: Option<u64>,
@@ -144,6 +149,7 @@ struct SipSection {
     public_addr: Option<String>,
     session_expires: Option<u32>,
     min_se: Option<u32>,
+    rate_limit: Option<u32>,
 }
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
@@ -237,6 +243,8 @@ pub struct Settings {
     pub drain_secs: u64,
     pub session_expires: u32,
     pub min_se: u32,
+    /// `sip.rate_limit` (0: off).
+    pub sip_rate_limit: u32,
     pub dialplan: BTreeMap<String, String>,
     pub tenants: HashMap<String, u32>,
     pub tenants_enforce: bool,
@@ -381,6 +389,10 @@ impl Settings {
                 .or(file.sip.session_expires)
                 .unwrap_or(1800),
             min_se: cli.sip_min_se.or(file.sip.min_se).unwrap_or(90).max(1),
+            sip_rate_limit: cli
+                .sip_rate_limit
+                .or(file.sip.rate_limit)
+                .unwrap_or(50),
             dialplan: file.dialplan,
             tenants: tenant_list
                 .into_iter()
@@ -413,6 +425,7 @@ mod tests {
 subject = "from.file"
 [sip]
 listen = "127.0.0.1:5070"
+rate_limit = 80
 [[inbound.routes]]
 to_prefix = "1800"
 tenant_id = "t1"
@@ -436,8 +449,12 @@ enforce = true
         );
         assert!(s.tenants_enforce);
         assert_eq!(s.drain_secs, 30);
+        assert_eq!(s.sip_rate_limit, 80);
         let s = Settings::resolve(&cli(&["--config", p, "--api-subject", "from.flag"])).unwrap();
         assert_eq!(s.api_subject, "from.flag");
+        let s = Settings::resolve(&cli(&["--config", p, "--sip-rate-limit", "0"])).unwrap();
+        assert_eq!(s.sip_rate_limit, 0);
+        assert_eq!(Settings::resolve(&cli(&[])).unwrap().sip_rate_limit, 50);
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub fn spawn(
     cfg: BoardConfig,
     handle: &BoardHandle,
     inputs: mpsc::UnboundedReceiver<BoardInput>,
-    sip: mpsc::UnboundedReceiver<SipEvent>,
+    sip: mpsc::Receiver<SipEvent>,
 ) {
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
@@ -151,7 +151,7 @@ impl Shell {
     async fn run(
         mut self,
         mut inputs: mpsc::UnboundedReceiver<BoardInput>,
-        mut sip: mpsc::UnboundedReceiver<SipEvent>,
+        mut sip: mpsc::Receiver<SipEvent>,
         mut media: mpsc::UnboundedReceiver<(u64, media::leg::Event)>,
     ) {
         loop {
