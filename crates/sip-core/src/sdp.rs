@@ -240,12 +240,13 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
     if port == 0 {
         direction = Direction::Inactive;
     }
-    let enc_of = |pt: u8| {
-        rtpmap
-            .iter()
-            .find(|(p, _)| *p == pt)
-            .map(|(_, e)| e.as_str())
-    };
+    // The first rtpmap of each payload type, looked up in O(1): a 64 KiB offer of thousands of
+    // formats and rtpmaps must not cost their product.
+    let mut first_map: [Option<usize>; 256] = [None; 256];
+    for (i, (pt, _)) in rtpmap.iter().enumerate() {
+        first_map[usize::from(*pt)].get_or_insert(i);
+    }
+    let enc_of = |pt: u8| first_map[usize::from(pt)].map(|i| rtpmap[i].1.as_str());
     let mut codecs = Vec::new();
     let mut telephone_event = None;
     for pt in pts {
