@@ -84,6 +84,9 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         Duration::from_secs(5),
         async_nats::ConnectOptions::new()
             .name(format!("botstream {}", s.pod_id))
+            // A connection that died without a word (a partition, no RST) is found in ~30 s,
+            // not the default's 3 minutes; the event publisher keeps what it could not confirm.
+            .ping_interval(Duration::from_secs(10))
             .connect(servers),
     )
     .await
