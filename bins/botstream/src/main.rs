@@ -156,6 +156,9 @@ async fn run(s: Settings) -> Result<(), BoxError> {
     let cpa_configs = api::cpa_configs::CpaConfigs::open(&js, &s.store_prefix)
         .await
         .map_err(|e| format!("CPA configuration store: {e}"))?;
+    let tenant_counts = api::quota::TenantCounts::open(&js, &s.store_prefix, &s.pod_id)
+        .await
+        .map_err(|e| format!("tenant call counts: {e}"))?;
     let (board, board_inputs) = api::shell::channel();
     let sw = api::Switch::new(
         api::SwitchConfig {
@@ -186,6 +189,7 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         },
         s.data_dir.clone(),
         board.clone(),
+        tenant_counts,
     );
     api::shell::spawn(
         sw.clone(),
