@@ -186,9 +186,11 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
         if let Some(m) = line.strip_prefix("m=") {
             let mut f = m.split_whitespace();
             let (media, _port, proto, fmt) = (f.next(), f.next(), f.next(), f.next());
+            // A line with no media type is echoed as one nobody takes for audio: as "audio"
+            // (port 0) it came before ours in the answer and was read as the refused audio.
             streams.push(format!(
                 "{} {} {}",
-                media.unwrap_or("audio"),
+                media.unwrap_or("unknown"),
                 proto.unwrap_or("RTP/AVP"),
                 fmt.unwrap_or("0")
             ));
@@ -332,5 +334,19 @@ mod tests {
             "{ans}"
         );
         assert!(ans.find("m=video").unwrap() < ans.find("a=rtpmap:0").unwrap());
+    }
+
+    /// Found by `fuzz/fuzz_targets/sdp.rs`: an `m=` line with nothing on it before the audio one
+    /// was answered `m=audio 0 …` ahead of ours, so our answer read as refused audio.
+    #[test]
+    fn an_empty_m_line_before_the_audio_is_not_answered_as_audio() {
+        let offer = b"v=0\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=\r\nm=audio 6000 RTP/AVP 0\r\n";
+        let m = parse(offer).unwrap();
+        assert_eq!(m.audio_index, 1);
+        let (sdp, _) = answer(&m, 1, 1, "192.0.2.9".parse().unwrap(), 4000).unwrap();
+        let back = parse(sdp.as_bytes()).unwrap();
+        assert_eq!(back.addr.port(), 4000, "{sdp}");
+        assert_eq!(back.audio_index, 1);
+        assert!(sdp.contains("m=unknown 0 RTP/AVP 0\r\n"), "{sdp}");
     }
 }
