@@ -520,6 +520,7 @@ async fn tls_acceptor(
                 let out = out.clone();
                 let timeout = accepting.opts.message_timeout;
                 let handshake = accepting.opts.first_message_timeout.min(Duration::from_secs(5));
+                let stats = accepting.stats.clone();
                 // The handshake runs apart, so one slow or hostile client holds up no one.
                 tokio::spawn(async move {
                     match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
@@ -530,7 +531,11 @@ async fn tls_acceptor(
                             };
                             spawn_connection(tls, peer, out, Some(slot), timeout).await
                         }
-                        _ => tracing::debug!(%from, "TLS handshake failed"),
+                        Ok(Err(_)) => tracing::debug!(%from, "TLS handshake failed"),
+                        Err(_) => {
+                            bump(&stats.dropped.timeout);
+                            tracing::debug!(%from, "TLS handshake not done in time");
+                        }
                     }
                 });
             }
