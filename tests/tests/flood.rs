@@ -21,7 +21,14 @@ const CALL_RATE: u32 = 5;
 const INBOUND_CALLS: u32 = 100;
 
 /// A SIPp UAC bound to `ip` (a loopback alias), running `scenario` at `rate` per second.
-fn sipp_from(ip: &str, scenario: &str, target: &str, rate: u32, calls: u32, extra: &[&str]) -> Sipp {
+fn sipp_from(
+    ip: &str,
+    scenario: &str,
+    target: &str,
+    rate: u32,
+    calls: u32,
+    extra: &[&str],
+) -> Sipp {
     let dir = std::env::temp_dir().join(format!(
         "botstream-flood-{}-{ip}-{}",
         std::process::id(),
@@ -34,7 +41,14 @@ fn sipp_from(ip: &str, scenario: &str, target: &str, rate: u32, calls: u32, extr
         .current_dir(&dir)
         .arg("-sf")
         .arg(repo_root().join("sipp-scenarios").join(scenario))
-        .args(["-i", ip, "-p", &port.to_string(), "-mp", &free_port().to_string()])
+        .args([
+            "-i",
+            ip,
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &free_port().to_string(),
+        ])
         .args(["-r", &rate.to_string(), "-m", &calls.to_string()])
         .args(["-nostdin", "-timeout", "90s", "-trace_err"])
         .args(extra)
@@ -224,7 +238,10 @@ async fn real_calls_go_through_a_flood_and_the_flood_is_counted() {
         .expect("481 for a BYE and an INFO outside any dialog");
 
     let dropped = |m: &str, reason: &str| {
-        metric(m, &format!("botstream_sip_dropped_total{{reason=\"{reason}\"}}"))
+        metric(
+            m,
+            &format!("botstream_sip_dropped_total{{reason=\"{reason}\"}}"),
+        )
     };
     let report = format!(
         "after {elapsed:?}: rss {rss_before} -> {rss_during} KiB; dropped rate {} banned {} acl {} connections {} timeout {} overload {}; transactions {} (peak seen {}), connections {}, sources {}, dialogs {}",
@@ -261,7 +278,10 @@ async fn real_calls_go_through_a_flood_and_the_flood_is_counted() {
     // Bounded state: the attack's connections are all gone, no dialog outlived its call,
     // server transactions stay far below their cap (a banned source costs none).
     assert_eq!(metric(&after, "botstream_sip_connections"), 0, "{report}");
-    assert!(metric(&during, "botstream_sip_transactions") < 10_000, "{report}");
+    assert!(
+        metric(&during, "botstream_sip_transactions") < 10_000,
+        "{report}"
+    );
     // Memory: what a debug build grows by while serving 130 calls through the flood.
     assert!(
         rss_during < rss_before + 96 * 1024,

@@ -72,9 +72,16 @@ async fn events_of_an_outage_arrive_after_it_in_order_and_once() {
         .collect();
     assert_eq!(order, ["dtmf", "dtmf", "dtmf", "hangup"], "{got:?}");
     assert!(got.iter().filter(|n| *n == "call_quality").count() <= 1);
-    assert!(got.last().is_some_and(|n| n == "hangup" || n == "call_quality"));
+    assert!(got
+        .last()
+        .is_some_and(|n| n == "hangup" || n == "call_quality"));
     // Timestamps say when the events happened, not when NATS was back.
-    let stamp = |e: &Value| e["event_data"]["timestamp"].as_str().unwrap_or("").to_string();
+    let stamp = |e: &Value| {
+        e["event_data"]["timestamp"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
     assert!(stamp(&after[0]) < stamp(&after[after.len() - 1]) || after.len() == 1);
 
     // Requests are answered again, and nothing was dropped. The directory learnt that the
@@ -86,7 +93,11 @@ async fn events_of_an_outage_arrive_after_it_in_order_and_once() {
     let r = app.request("request_list_calls", json!({})).await;
     assert_eq!(r["status_code"], 0, "{r}");
     assert!(
-        !r["calls"].as_array().unwrap().iter().any(|c| c["call_uuid"] == uuid),
+        !r["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["call_uuid"] == uuid),
         "the ended call is still listed: {r}"
     );
     let (_, metrics) = sw.http_get("/metrics").unwrap();

@@ -233,7 +233,11 @@ fn parse_expiry(id: &str, v: &toml::Value) -> Result<std::time::SystemTime, Stri
     let text = match v {
         toml::Value::String(s) => s.trim().to_string(),
         toml::Value::Datetime(d) => d.to_string(),
-        _ => return Err(format!("tenants '{id}': expires must be a date or date-time")),
+        _ => {
+            return Err(format!(
+                "tenants '{id}': expires must be a date or date-time"
+            ))
+        }
     };
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&text) {
         return Ok(t.with_timezone(&chrono::Utc).into());
@@ -432,10 +436,7 @@ impl Settings {
                 .or(file.sip.session_expires)
                 .unwrap_or(1800),
             min_se: cli.sip_min_se.or(file.sip.min_se).unwrap_or(90).max(1),
-            sip_rate_limit: cli
-                .sip_rate_limit
-                .or(file.sip.rate_limit)
-                .unwrap_or(50),
+            sip_rate_limit: cli.sip_rate_limit.or(file.sip.rate_limit).unwrap_or(50),
             dialplan: file.dialplan,
             tenants,
             tenants_enforce: enforce,

@@ -40,11 +40,13 @@ struct Local {
     pending: u32,
 }
 
+/// Other pods' counts: tenant → pod → (count, when heard).
+type Remote = HashMap<String, HashMap<String, (u32, Instant)>>;
+
 struct Inner {
     pod: String,
     local: Mutex<HashMap<String, Local>>,
-    /// tenant → pod → (count, when heard)
-    remote: Mutex<HashMap<String, HashMap<String, (u32, Instant)>>>,
+    remote: Mutex<Remote>,
     changed: mpsc::UnboundedSender<String>,
 }
 
@@ -317,7 +319,11 @@ mod tests {
             ("t1".to_string(), q(2, None, false)),
             (
                 "old".to_string(),
-                q(5, Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000)), false),
+                q(
+                    5,
+                    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000)),
+                    false,
+                ),
             ),
             ("frozen".to_string(), q(5, None, true)),
         ])
@@ -360,6 +366,9 @@ mod tests {
         c.heard("t1", "b", 0, at);
         c.ended("t1");
         assert_eq!(c.total("t1"), 0);
-        assert!(lock(&c.inner.local).is_empty(), "nothing kept for idle tenants");
+        assert!(
+            lock(&c.inner.local).is_empty(),
+            "nothing kept for idle tenants"
+        );
     }
 }

@@ -1825,7 +1825,10 @@ mod tests {
         }
         let long = "a".repeat(MAX_SUBJECT_LEN + 1);
         let d = with(make_call_data(), "event_subject", json!(long));
-        assert_eq!(err(req("request_make_call", d)).1, StatusCode::SchemaViolation);
+        assert_eq!(
+            err(req("request_make_call", d)).1,
+            StatusCode::SchemaViolation
+        );
         for good in ["app.events", "botstream.result", "tenant-1.calls_x.$x", "a"] {
             let d = with(make_call_data(), "event_subject", json!(good));
             assert!(req("request_make_call", d).is_ok(), "{good}");

@@ -223,7 +223,11 @@ async fn publisher(sw: Arc<Switch>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
                 continue;
             }
             if let Some(n) = unconfirmed.take() {
-                tracing::info!(events = batch.len(), marker = n, "NATS is back: sending events again");
+                tracing::info!(
+                    events = batch.len(),
+                    marker = n,
+                    "NATS is back: sending events again"
+                );
             }
         }
         seq += 1;
@@ -256,7 +260,10 @@ async fn publisher(sw: Arc<Switch>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
         if confirmed {
             batch.clear();
         } else {
-            tracing::warn!(events = batch.len(), "events not confirmed by NATS: kept for when it is back");
+            tracing::warn!(
+                events = batch.len(),
+                "events not confirmed by NATS: kept for when it is back"
+            );
             unconfirmed = Some(seq);
         }
     }

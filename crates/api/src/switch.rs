@@ -261,7 +261,6 @@ impl Switch {
         }
     }
 
-
     /// The inbound route for a called number: the longest matching `to_prefix`.
     pub fn inbound_route(&self, to: &str) -> InboundRoute {
         self.cfg

@@ -350,7 +350,12 @@ mod tests {
     fn debug_never_prints_the_password() {
         let g = stored(&[("proxy", "h"), ("password", "s3cret"), ("username", "u")]);
         let c = GatewayConfig::from_stored(&g).unwrap();
-        for text in [format!("{g:?}"), format!("{c:?}"), format!("{c:#?}"), format!("{:?}", std::sync::Arc::new(c.clone()))] {
+        for text in [
+            format!("{g:?}"),
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            format!("{:?}", std::sync::Arc::new(c.clone())),
+        ] {
             assert!(!text.contains("s3cret"), "{text}");
             assert!(text.contains("***"), "{text}");
         }

@@ -487,7 +487,10 @@ mod tests {
             q.push_mark(format!("{i}-{}", "x".repeat(300)));
         }
         assert!(q.mark_bytes <= MAX_MARK_BYTES);
-        assert_eq!(q.mark_bytes, q.marks.iter().map(|(_, n)| n.len()).sum::<usize>());
+        assert_eq!(
+            q.mark_bytes,
+            q.marks.iter().map(|(_, n)| n.len()).sum::<usize>()
+        );
         // The newest are kept, the oldest forgotten.
         assert!(q.marks.back().unwrap().1.starts_with("999-"));
         let c = q.clear();

@@ -355,7 +355,9 @@ mod tests {
             parse_control(r#"{"event":"clear","x":[1,{"y":null}]}"#),
             Some(FromApp::Clear)
         ));
-        assert!(matches!(parse_control(r#"{"event":"mark"}"#), Some(FromApp::Mark(n)) if n.is_empty()));
+        assert!(
+            matches!(parse_control(r#"{"event":"mark"}"#), Some(FromApp::Mark(n)) if n.is_empty())
+        );
         let huge = format!(r#"{{"event":"mark","name":"{}"}}"#, "x".repeat(4 << 20));
         assert!(
             matches!(parse_control(&huge), Some(FromApp::Mark(n)) if n.len() == crate::playout::MAX_MARK_NAME)

@@ -233,7 +233,10 @@ impl Dialogs {
         if self.count >= MAX_DIALOGS {
             return;
         }
-        *self.per_ip.entry(SourceKey::of(peer.addr.ip())).or_default() += 1;
+        *self
+            .per_ip
+            .entry(SourceKey::of(peer.addr.ip()))
+            .or_default() += 1;
         *self.per_peer.entry(peer).or_default() += 1;
         self.count += 1;
         self.by_call.entry(call_id.to_string()).or_default().push((
@@ -336,9 +339,7 @@ mod tests {
         let t0 = Instant::now();
         let mut l = RateLimiter::new(50);
         let a = ip("10.0.0.1");
-        let passed = (0..60)
-            .filter(|_| l.check(t0, a) == Verdict::Pass)
-            .count();
+        let passed = (0..60).filter(|_| l.check(t0, a) == Verdict::Pass).count();
         assert_eq!(passed, 50, "a burst of the rate passes");
         // Another source is not touched by the first one's excess.
         assert_eq!(l.check(t0, ip("10.0.0.2")), Verdict::Pass);
@@ -371,7 +372,11 @@ mod tests {
         assert!(l.banned(at + Duration::from_secs(59), a));
         assert_eq!(l.check(at + Duration::from_secs(59), a), Verdict::Banned);
         assert!(!l.banned(at + BAN, a));
-        assert_eq!(l.check(at + BAN, a), Verdict::Pass, "a fresh start after the ban");
+        assert_eq!(
+            l.check(at + BAN, a),
+            Verdict::Pass,
+            "a fresh start after the ban"
+        );
     }
 
     #[test]
@@ -401,7 +406,10 @@ mod tests {
         assert_eq!(l.check(t0, ip("192.168.1.1")), Verdict::Over);
         l.sweep(t0 + Duration::from_secs(2));
         assert!(l.is_empty());
-        assert_eq!(l.check(t0 + Duration::from_secs(2), ip("192.168.1.1")), Verdict::Pass);
+        assert_eq!(
+            l.check(t0 + Duration::from_secs(2), ip("192.168.1.1")),
+            Verdict::Pass
+        );
     }
 
     #[test]
@@ -414,7 +422,10 @@ mod tests {
             SourceKey::of(ip("2001:db8::1")),
             SourceKey::of(ip("2001:db8:0:1::1"))
         );
-        assert_eq!(SourceKey::of(ip("::ffff:10.0.0.1")), SourceKey::of(ip("10.0.0.1")));
+        assert_eq!(
+            SourceKey::of(ip("::ffff:10.0.0.1")),
+            SourceKey::of(ip("10.0.0.1"))
+        );
     }
 
     #[test]

@@ -37,9 +37,11 @@ pub const FRONT_QUEUE: usize = 16_384;
 /// Room kept in [`FRONT_QUEUE`] for responses and requests in dialogs: a new request from
 /// outside is refused when less is free.
 pub const FRONT_RESERVE: usize = 4096;
-/// Messages waiting to be written to one TCP/TLS connection; a peer that reads none of them is
-/// not worth more, and is disconnected.
+/// Messages waiting to be written to one inbound TCP/TLS connection; a peer that reads none of
+/// them is not worth more, and is disconnected.
 pub const WRITE_QUEUE: usize = 256;
+/// The same for a connection the switch opened to a gateway (a burst of calls to a trunk).
+pub const WRITE_QUEUE_OUT: usize = 4096;
 /// `Retry-After` of the 503 that refuses a request over the rate limit on TCP/TLS.
 pub const RETRY_AFTER_SECS: u32 = 5;
 
@@ -519,7 +521,10 @@ async fn tls_acceptor(
                 let acceptor = acceptor.clone();
                 let out = out.clone();
                 let timeout = accepting.opts.message_timeout;
-                let handshake = accepting.opts.first_message_timeout.min(Duration::from_secs(5));
+                let handshake = accepting
+                    .opts
+                    .first_message_timeout
+                    .min(Duration::from_secs(5));
                 let stats = accepting.stats.clone();
                 // The handshake runs apart, so one slow or hostile client holds up no one.
                 tokio::spawn(async move {
@@ -561,7 +566,12 @@ async fn spawn_connection<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
     let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
-    let (writer_tx, mut writer_rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    let queue = if slot.is_some() {
+        WRITE_QUEUE
+    } else {
+        WRITE_QUEUE_OUT
+    };
+    let (writer_tx, mut writer_rx) = mpsc::channel::<Vec<u8>>(queue);
     let stop = Arc::new(Notify::new());
     let opened = Opened {
         peer,
@@ -677,7 +687,7 @@ impl Driver {
                 _ = tokio::time::sleep_until(deadline) => self.layer.handle_timeout(Instant::now()),
                 _ = sweep.tick() => {
                     sweeps += 1;
-                    self.sweep(Instant::now(), sweeps % 5 == 0);
+                    self.sweep(Instant::now(), sweeps.is_multiple_of(5));
                 }
                 else => return,
             }
@@ -722,8 +732,10 @@ impl Driver {
             .store(self.layer.len() as u64, Ordering::Relaxed);
         st.connections
             .store(self.conns.len() as u64, Ordering::Relaxed);
-        st.sources.store(self.limiter.len() as u64, Ordering::Relaxed);
-        st.dialogs.store(self.dialogs.len() as u64, Ordering::Relaxed);
+        st.sources
+            .store(self.limiter.len() as u64, Ordering::Relaxed);
+        st.dialogs
+            .store(self.dialogs.len() as u64, Ordering::Relaxed);
     }
 
     fn close(&mut self, peer: &Peer) {
@@ -802,7 +814,8 @@ impl Driver {
                     .position(|b| *b != b'\r' && *b != b'\n')
                     .unwrap_or(0);
                 let response = bytes[lead..].starts_with(b"SIP/");
-                let counted = self.limiter.enabled() && !response && !self.dialogs.has_ip(from.ip());
+                let counted =
+                    self.limiter.enabled() && !response && !self.dialogs.has_ip(from.ip());
                 if counted && !self.admit(now, peer, None) {
                     return;
                 }
@@ -993,7 +1006,14 @@ impl Driver {
     }
 
     /// A request outside the switch's dialogs: false when the transport refuses it here.
-    fn guard(&mut self, now: Instant, peer: Peer, r: &Request, tagged: bool, counted: bool) -> bool {
+    fn guard(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        r: &Request,
+        tagged: bool,
+        counted: bool,
+    ) -> bool {
         if !counted && self.limiter.enabled() && !self.admit(now, peer, Some(r)) {
             return false;
         }
@@ -1071,7 +1091,7 @@ impl Driver {
                     None => bytes,
                 };
                 if let Some(waiting) = self.connecting.get_mut(&peer) {
-                    if waiting.len() < WRITE_QUEUE {
+                    if waiting.len() < WRITE_QUEUE_OUT {
                         waiting.push(bytes);
                     }
                     return;
@@ -1115,14 +1135,14 @@ impl Driver {
             }
             ClientSink::Tagged(tag) => {
                 let ev = SipEvent::Client { tag: *tag, event };
-                self.to_front(ev);
+                self.hand_on(ev);
             }
         }
     }
 
     /// Hands the switch an event; never waits. The queue is only full when the switch has been
     /// stuck for thousands of events, and then what does not fit is counted and logged.
-    fn to_front(&mut self, ev: SipEvent) {
+    fn hand_on(&mut self, ev: SipEvent) {
         if let Err(e) = self.front.try_send(ev) {
             if matches!(e, mpsc::error::TrySendError::Full(_)) {
                 bump(&self.stats.dropped.overload);
@@ -1184,7 +1204,7 @@ impl Driver {
     }
 
     fn server(&mut self, ev: ServerEvent) {
-        self.to_front(SipEvent::Server(ev));
+        self.hand_on(SipEvent::Server(ev));
     }
 }
 

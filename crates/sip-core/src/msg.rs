@@ -1971,8 +1971,10 @@ mod tests {
 
     #[test]
     fn the_stream_decoder_frames_like_parse_at_any_split() {
-        let one = format!("\r\n{REQUEST}\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello");
-        let two = format!("{RESPONSE}\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\n");
+        let one =
+            format!("\r\n{REQUEST}\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello");
+        let two =
+            format!("{RESPONSE}\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\n");
         let stream = format!("{one}\r\n\r\n{two}{one}");
         let whole = decode_all(&[stream.as_bytes()]).unwrap();
         assert_eq!(whole.len(), 3);

@@ -326,7 +326,10 @@ impl TransactionLayer {
 
     /// Whether a response belongs to one of our client transactions (§17.1.3).
     pub fn matches_client(&self, response: &Response) -> bool {
-        let Some(branch) = response.top_via().and_then(|v| v.branch().map(str::to_string)) else {
+        let Some(branch) = response
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_string))
+        else {
             return false;
         };
         let Some(method) = response.cseq().map(|c| c.method) else {
@@ -1240,7 +1243,10 @@ mod tests {
         assert_eq!(tl.server_len(), 2);
         assert_eq!(tl.poll_timeout(), Some(t0 + Duration::from_secs(32)));
         tl.handle_timeout(t0 + Duration::from_secs(32));
-        assert!(tl.is_empty(), "no transaction outlives its client's Timer B/F");
+        assert!(
+            tl.is_empty(),
+            "no transaction outlives its client's Timer B/F"
+        );
         assert_eq!(tl.timer_len(), 0);
         assert_eq!(tl.poll_timeout(), None);
     }
@@ -1298,7 +1304,10 @@ mod tests {
         for i in 0..2000u32 {
             let mut r = invite();
             r.method = if i % 2 == 0 { "OPTIONS" } else { "INVITE" }.into();
-            r.headers.set("Via", format!("SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK{i}"));
+            r.headers.set(
+                "Via",
+                format!("SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK{i}"),
+            );
             r.headers.set("Call-ID", format!("c{i}"));
             r.headers.set("CSeq", format!("1 {}", r.method));
             tl.handle_message(t0, peer(), Message::Request(r));
@@ -1323,8 +1332,10 @@ mod tests {
             let _ = tx;
             let mut ack = r.clone();
             ack.method = "ACK".into();
-            ack.headers.set("Via", "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKack");
-            ack.headers.set("CSeq", format!("{} ACK", r.cseq().unwrap().seq));
+            ack.headers
+                .set("Via", "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKack");
+            ack.headers
+                .set("CSeq", format!("{} ACK", r.cseq().unwrap().seq));
             tl.handle_message(t0, peer(), Message::Request(ack));
         }
         drain(&mut tl);
@@ -1345,8 +1356,10 @@ mod tests {
         assert_eq!(tl.acks.len(), 1);
         let mut ack = invite();
         ack.method = "ACK".into();
-        ack.headers
-            .set("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKother;rport");
+        ack.headers.set(
+            "Via",
+            "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKother;rport",
+        );
         ack.headers.set("CSeq", "1 ACK");
         tl.handle_message(t0, peer(), Message::Request(ack));
         assert!(tl.acks.is_empty());

@@ -136,7 +136,10 @@ async fn over_the_rate_on_tcp_is_a_503_with_retry_after() {
         all.push_str(&request("OPTIONS", n, me, to, None).replace("/UDP", "/TCP"));
     }
     conn.write_all(all.as_bytes()).await.unwrap();
-    assert_eq!(requests_at_front(&mut front, Duration::from_millis(300)).await, 5);
+    assert_eq!(
+        requests_at_front(&mut front, Duration::from_millis(300)).await,
+        5
+    );
     let mut got = Vec::new();
     let mut buf = [0u8; 8192];
     while got.windows(11).filter(|w| w == b"SIP/2.0 503").count() < 5 {
@@ -180,7 +183,10 @@ async fn an_invite_from_outside_the_acl_gets_a_403_and_nothing_else() {
     assert_eq!(r.code, 403);
     assert!(r.headers.get("Reason").unwrap().contains("cause=21"));
     assert!(r.headers.get("To").unwrap().contains("tag="));
-    assert_eq!(requests_at_front(&mut front, Duration::from_millis(200)).await, 0);
+    assert_eq!(
+        requests_at_front(&mut front, Duration::from_millis(200)).await,
+        0
+    );
     // No transaction was made for it, so none retransmits the 403.
     assert!(
         tokio::time::timeout(Duration::from_millis(800), scanner.recv_from(&mut buf))
@@ -199,7 +205,10 @@ async fn an_invite_from_outside_the_acl_gets_a_403_and_nothing_else() {
         .send_to(request("OPTIONS", 3, me, to, None).as_bytes(), to)
         .await
         .unwrap();
-    assert_eq!(requests_at_front(&mut front, Duration::from_millis(300)).await, 2);
+    assert_eq!(
+        requests_at_front(&mut front, Duration::from_millis(300)).await,
+        2
+    );
 }
 
 async fn closed_within(conn: &mut TcpStream, within: Duration) -> bool {
@@ -266,7 +275,11 @@ async fn tcp_connections_are_capped_per_source_and_closed_when_idle_or_slow() {
     let mut again = connect_from("127.0.0.5", to).await;
     let me = again.local_addr().unwrap();
     again
-        .write_all(request("OPTIONS", 2, me, to, None).replace("/UDP", "/TCP").as_bytes())
+        .write_all(
+            request("OPTIONS", 2, me, to, None)
+                .replace("/UDP", "/TCP")
+                .as_bytes(),
+        )
         .await
         .unwrap();
     assert!(!closed_within(&mut again, Duration::from_millis(1500)).await);

@@ -41,5 +41,8 @@ fuzz_target!(|data: &[u8]| {
         keys += 1;
     }
     // A packet ends at most two presses.
-    assert!(keys <= 2 * packets + 1, "{keys} keys from {packets} packets");
+    assert!(
+        keys <= 2 * packets + 1,
+        "{keys} keys from {packets} packets"
+    );
 });

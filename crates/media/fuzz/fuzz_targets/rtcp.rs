@@ -19,7 +19,9 @@ fuzz_target!(|data: &[u8]| {
                 packets,
                 octets,
                 reports,
-            } => write_sr(*ssrc, *ntp, *rtp_ts, *packets, *octets, reports, "fuzz", &mut out),
+            } => write_sr(
+                *ssrc, *ntp, *rtp_ts, *packets, *octets, reports, "fuzz", &mut out,
+            ),
             RtcpPacket::ReceiverReport { ssrc, reports } => {
                 write_rr(*ssrc, reports, "fuzz", &mut out)
             }

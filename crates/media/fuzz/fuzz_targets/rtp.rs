@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let (start, end) = (data.as_ptr() as usize, data.as_ptr() as usize + data.len());
     let p = payload.as_ptr() as usize;
-    assert!(p >= start && p + payload.len() <= end, "payload outside the datagram");
+    assert!(
+        p >= start && p + payload.len() <= end,
+        "payload outside the datagram"
+    );
     let mut out = Vec::new();
     write(&h, payload, &mut out);
     let (h2, payload2) = parse(&out).expect("what we write parses");

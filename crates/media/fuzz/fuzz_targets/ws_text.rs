@@ -28,8 +28,14 @@ fuzz_target!(|data: &[u8]| {
     let mut queue = PlayoutQueue::new(8000, 60_000);
     let direct = parse_control(text);
     for (protocol, parsed) in [
-        (Protocol::Botstream, stream(Protocol::Botstream).from_app_text(text)),
-        (Protocol::Twilio, stream(Protocol::Twilio).from_app_text(text)),
+        (
+            Protocol::Botstream,
+            stream(Protocol::Botstream).from_app_text(text),
+        ),
+        (
+            Protocol::Twilio,
+            stream(Protocol::Twilio).from_app_text(text),
+        ),
     ] {
         match parsed {
             Some(FromApp::Mark(name)) => {
