@@ -263,6 +263,15 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
             _ => {}
         }
     }
+    // An offer that maps telephone-event to the static type of the codec we answer with (it
+    // remapped 0 or 8) would have both on one payload type: events could not be told from audio,
+    // and our answer would list the type twice. Such an offer gets no telephone-event.
+    if codecs
+        .first()
+        .is_some_and(|c| telephone_event == Some(c.payload_type()))
+    {
+        telephone_event = None;
+    }
     Some(MediaDescription {
         addr: SocketAddr::new(ip, port),
         codecs,
@@ -348,5 +357,23 @@ mod tests {
         assert_eq!(back.addr.port(), 4000, "{sdp}");
         assert_eq!(back.audio_index, 1);
         assert!(sdp.contains("m=unknown 0 RTP/AVP 0\r\n"), "{sdp}");
+    }
+
+    /// Found by `fuzz/fuzz_targets/sdp.rs`: an offer mapping PCMA to type 0 and
+    /// telephone-event to type 8 was answered `m=audio … 8 8` with two rtpmaps for 8.
+    #[test]
+    fn telephone_event_on_our_codec_type_is_left_out() {
+        let offer = b"v=0\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8 0\r\n\
+a=rtpmap:8 telephone-event/8000\r\na=rtpmap:0 PCMA/8000\r\n";
+        let m = parse(offer).unwrap();
+        assert_eq!(m.codecs, vec![Codec::Pcma]);
+        assert_eq!(m.telephone_event, None);
+        let (sdp, _) = answer(&m, 1, 1, "192.0.2.9".parse().unwrap(), 4000).unwrap();
+        assert!(sdp.contains("m=audio 4000 RTP/AVP 8\r\n"), "{sdp}");
+        assert!(!sdp.contains("telephone-event"), "{sdp}");
+        // A usual offer keeps its telephone-event.
+        let usual = b"v=0\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8 101\r\n\
+a=rtpmap:101 telephone-event/8000\r\n";
+        assert_eq!(parse(usual).unwrap().telephone_event, Some(101));
     }
 }
