@@ -8,7 +8,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test build deps-build deps-run deps-test deps-examples examples bench bench-bridge bench-cpa fmt lint
+.PHONY: run test build deps-build deps-run deps-test deps-examples examples bench bench-bridge bench-cpa fmt lint fuzz
 
 # Debian package names; apt-get update runs once, only when something is missing.
 define ensure
@@ -114,6 +114,27 @@ bench-bridge: deps-test
 bench-cpa:
 	@mkdir -p bench/results
 	$(CARGO) run --release -p cpa --example score -- bench/results/cpa.md
+
+# Fuzzing at every boundary the network or an app reaches (outside `make test`): each target
+# runs FUZZ_SECS seconds (FUZZ_TARGETS picks some), one at a time, at low priority. cargo-fuzz
+# passes nightly-only -Z flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain take them. New
+# inputs go to crates/<crate>/fuzz/corpus/<target> (not committed), crashers to .../artifacts.
+FUZZ_SECS ?= 60
+FUZZ_TARGETS ?= sip-core:parse sip-core:stream sip-core:sdp media:rtp media:rtcp media:dtmf media:ws_text api:request
+FUZZ_NICE ?= nice -n 19
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  crate=$${t%%:*}; target=$${t##*:}; dir=crates/$$crate/fuzz; \
+	  mkdir -p $$dir/corpus/$$target; \
+	  seeds=""; [ -d $$dir/seeds/$$target ] && seeds=fuzz/seeds/$$target; \
+	  extra=""; [ $$target = parse ] && [ -d ../shared/test-vectors/sip-torture ] && \
+	    extra="$$(ls -d $(CURDIR)/../shared/test-vectors/sip-torture/*/)"; \
+	  dict=""; [ -f $$dir/$$target.dict ] && dict=-dict=fuzz/$$target.dict; \
+	  echo "== fuzz $$crate/$$target for $(FUZZ_SECS) s"; \
+	  (cd crates/$$crate && RUSTC_BOOTSTRAP=1 $(FUZZ_NICE) $(CARGO) fuzz run -O $$target \
+	    fuzz/corpus/$$target $$seeds $$extra -- -max_total_time=$(FUZZ_SECS) -timeout=5 $$dict); \
+	done
 
 fmt:
 	$(CARGO) fmt --all

@@ -83,6 +83,11 @@ pub struct Cli {
     /// Codecs an inbound offer is answered with, in preference order [default: OPUS,G722,PCMU,PCMA]
     #[arg(long, env = "BOTSTREAM_MEDIA_CODECS")]
     pub media_codecs: Option<String>,
+    /// Requests per second one source address may send outside its dialogs; above it they are
+    /// dropped (UDP) or answered 503 (TCP/TLS), and a source over it for 10 s is ignored for
+    /// 60 s; 0 turns the limit off [default: 50]
+    #[arg(long, env = "BOTSTREAM_SIP_RATE_LIMIT")]
+    pub sip_rate_limit: Option<u32>,
     /// Seconds to wait for calls to end on SIGTERM [default: 30]
     #[arg(long, env = "BOTSTREAM_DRAIN_SECS")]
     pub drain_secs: Option<u64>,
@@ -195,6 +200,7 @@ struct SipSection {
     public_addr: Option<String>,
     session_expires: Option<u32>,
     min_se: Option<u32>,
+    rate_limit: Option<u32>,
 }
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
@@ -269,6 +275,37 @@ struct TenantEntry {
     max_concurrent_calls: u32,
     #[serde(default)]
     enforce: Option<bool>,
+    /// When the tenant's quota expires (110 from then on): an RFC 3339 date-time, or a date
+    /// (midnight UTC), quoted or as a TOML date-time.
+    #[serde(default)]
+    expires: Option<toml::Value>,
+    /// A suspended tenant's requests get 113.
+    #[serde(default)]
+    suspended: bool,
+}
+
+/// `expires` of a `[[tenants]]` entry.
+fn parse_expiry(id: &str, v: &toml::Value) -> Result<std::time::SystemTime, String> {
+    let text = match v {
+        toml::Value::String(s) => s.trim().to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        _ => {
+            return Err(format!(
+                "tenants '{id}': expires must be a date or date-time"
+            ))
+        }
+    };
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&text) {
+        return Ok(t.with_timezone(&chrono::Utc).into());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc().into());
+        }
+    }
+    Err(format!(
+        "tenants '{id}': expires '{text}' is not an RFC 3339 date-time (2026-01-31T00:00:00Z) or a date (2026-01-31)"
+    ))
 }
 
 /// Everything the switch runs with, resolved.
@@ -295,8 +332,10 @@ pub struct Settings {
     pub min_se: u32,
     /// `media.codecs`: what an inbound offer is answered with, by preference.
     pub media_codecs: Vec<sip_core::sdp::Codec>,
+    /// `sip.rate_limit` (0: off).
+    pub sip_rate_limit: u32,
     pub dialplan: BTreeMap<String, String>,
-    pub tenants: HashMap<String, u32>,
+    pub tenants: HashMap<String, api::quota::TenantQuota>,
     pub tenants_enforce: bool,
     pub ws_tls_verify: bool,
     pub ws_ca_file: Option<PathBuf>,
@@ -437,6 +476,22 @@ impl Settings {
         };
         enforce |= file.tenants_enforce.unwrap_or(false)
             || tenant_list.iter().any(|t| t.enforce == Some(true));
+        let tenants = tenant_list
+            .into_iter()
+            .map(|t| {
+                let expires = t
+                    .expires
+                    .as_ref()
+                    .map(|v| parse_expiry(&t.id, v))
+                    .transpose()?;
+                let quota = api::quota::TenantQuota {
+                    max_concurrent_calls: t.max_concurrent_calls,
+                    expires,
+                    suspended: t.suspended,
+                };
+                Ok((t.id, quota))
+            })
+            .collect::<Result<HashMap<_, _>, String>>()?;
         Ok(Settings {
             nats_url: pick(&cli.nats_url, &file.nats.url, DEFAULT_NATS_URL),
             api_subject: pick(&cli.api_subject, &file.api.subject, DEFAULT_API_SUBJECT),
@@ -490,11 +545,9 @@ impl Settings {
                 }
                 list
             },
+            sip_rate_limit: cli.sip_rate_limit.or(file.sip.rate_limit).unwrap_or(50),
             dialplan: file.dialplan,
-            tenants: tenant_list
-                .into_iter()
-                .map(|t| (t.id, t.max_concurrent_calls))
-                .collect(),
+            tenants,
             tenants_enforce: enforce,
             ws_tls_verify: cli.ws_tls_verify.or(file.ws.tls_verify).unwrap_or(false),
             ws_ca_file: cli.ws_ca_file.clone().or(file.ws.ca_file),
@@ -522,6 +575,7 @@ mod tests {
 subject = "from.file"
 [sip]
 listen = "127.0.0.1:5070"
+rate_limit = 80
 [[inbound.routes]]
 to_prefix = "1800"
 tenant_id = "t1"
@@ -545,8 +599,62 @@ enforce = true
         );
         assert!(s.tenants_enforce);
         assert_eq!(s.drain_secs, 30);
+        assert_eq!(s.sip_rate_limit, 80);
         let s = Settings::resolve(&cli(&["--config", p, "--api-subject", "from.flag"])).unwrap();
         assert_eq!(s.api_subject, "from.flag");
+        let s = Settings::resolve(&cli(&["--config", p, "--sip-rate-limit", "0"])).unwrap();
+        assert_eq!(s.sip_rate_limit, 0);
+        assert_eq!(Settings::resolve(&cli(&[])).unwrap().sip_rate_limit, 50);
+    }
+
+    #[test]
+    fn tenants_as_operator_md_writes_them_with_expiry_and_suspension() {
+        let path = config_file_for_test(
+            r#"
+tenants_enforce = true
+[[tenants]]
+id = "t1"
+max_concurrent_calls = 2
+[[tenants]]
+id = "old"
+max_concurrent_calls = 5
+expires = "2020-01-31"
+[[tenants]]
+id = "later"
+max_concurrent_calls = 5
+expires = 2999-01-01T00:00:00Z
+[[tenants]]
+id = "frozen"
+max_concurrent_calls = 5
+suspended = true
+"#,
+        );
+        let s = Settings::resolve(&cli(&["--config", &path])).unwrap();
+        assert!(s.tenants_enforce);
+        assert_eq!(s.tenants["t1"].max_concurrent_calls, 2);
+        let jan31 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_580_428_800);
+        assert_eq!(s.tenants["old"].expires, Some(jan31));
+        assert!(s.tenants["later"].expires.unwrap() > std::time::SystemTime::now());
+        assert!(s.tenants["frozen"].suspended && !s.tenants["t1"].suspended);
+        let bad = config_file_for_test(
+            "[[tenants]]\nid = \"x\"\nmax_concurrent_calls = 1\nexpires = \"soon\"\n",
+        );
+        let e = Settings::resolve(&cli(&["--config", &bad])).unwrap_err();
+        assert!(e.contains("expires"), "{e}");
+    }
+
+    fn config_file_for_test(toml: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "bs-cfg-t-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        path.to_str().unwrap().to_string()
     }
 
     #[test]

@@ -191,6 +191,18 @@ fn metrics(sw: &api::Switch) -> String {
         "counter",
         st.malformed.load(Ordering::Relaxed),
     );
+    let _ = writeln!(s, "# TYPE botstream_sip_dropped_total counter");
+    for (reason, n) in st.dropped.all() {
+        let _ = writeln!(s, "botstream_sip_dropped_total{{reason=\"{reason}\"}} {n}");
+    }
+    for (name, gauge) in [
+        ("botstream_sip_transactions", &st.transactions),
+        ("botstream_sip_connections", &st.connections),
+        ("botstream_sip_sources_tracked", &st.sources),
+        ("botstream_sip_dialogs_tracked", &st.dialogs),
+    ] {
+        one(&mut s, name, "gauge", gauge.load(Ordering::Relaxed));
+    }
     one(
         &mut s,
         "botstream_rtp_ports_in_use",

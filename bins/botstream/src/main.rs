@@ -135,6 +135,9 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         Duration::from_secs(5),
         async_nats::ConnectOptions::new()
             .name(format!("botstream {}", s.pod_id))
+            // A connection that died without a word (a partition, no RST) is found in ~30 s,
+            // not the default's 3 minutes; the event publisher keeps what it could not confirm.
+            .ping_interval(Duration::from_secs(10))
             .connect(servers),
     )
     .await
@@ -155,13 +158,23 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         // Towards trunks: encrypted, certificates not checked against names (see io.rs).
         client: Some(media::ws::tls_config(false, None).map_err(|e| format!("SIP TLS: {e}"))?),
     };
-    let (stack, front) = sip_core::io::SipStack::bind(s.sip_listen, sip_tls, Default::default())
-        .await
-        .map_err(|e| format!("cannot listen for SIP on {}: {e}", s.sip_listen))?;
+    let user_agent = format!("BotStream/{}", env!("CARGO_PKG_VERSION"));
+    let (stack, front) = sip_core::io::SipStack::bind_with(
+        s.sip_listen,
+        sip_tls,
+        Default::default(),
+        sip_core::io::StackOptions {
+            rate_limit: s.sip_rate_limit,
+            server: Some(user_agent.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| format!("cannot listen for SIP on {}: {e}", s.sip_listen))?;
     let local = sip_core::dialog::Local {
         host: s.public_ip.to_string(),
         port: stack.local_addr.port(),
-        user_agent: format!("BotStream/{}", env!("CARGO_PKG_VERSION")),
+        user_agent,
     };
     let bind_ip = if s.sip_listen.ip().is_unspecified() {
         s.sip_listen.ip()
@@ -171,6 +184,16 @@ async fn run(s: Settings) -> Result<(), BoxError> {
     let ports = media::PortPool::new(bind_ip, s.rtp_ports.0, s.rtp_ports.1);
     let (registry, counts) = gateway::Registry::new(s.pod_id.clone(), stack.clone(), local.clone());
     registry.spawn_resolver(Duration::from_secs(30));
+    // The inbound ACL, applied where INVITEs arrive: a refused one costs no transaction.
+    let acl = s.inbound_acl.clone();
+    let trunks = registry.clone();
+    stack.set_inbound_filter(sip_core::io::InboundFilter {
+        allowed: Arc::new(move |ip| {
+            acl.iter().any(|c| c.contains(ip)) || trunks.gateway_for_source(ip).is_some()
+        }),
+        reason: api::cause::HangupCause::from_name("INCOMING_CALL_BARRED")
+            .map(api::cause::reason_header_value),
+    });
     store
         .sync(registry.clone(), counts)
         .await
@@ -184,6 +207,9 @@ async fn run(s: Settings) -> Result<(), BoxError> {
     let cpa_configs = api::cpa_configs::CpaConfigs::open(&js, &s.store_prefix)
         .await
         .map_err(|e| format!("CPA configuration store: {e}"))?;
+    let tenant_counts = api::quota::TenantCounts::open(&js, &s.store_prefix, &s.pod_id)
+        .await
+        .map_err(|e| format!("tenant call counts: {e}"))?;
     let (board, board_inputs) = api::shell::channel();
     let sw = api::Switch::new(
         api::SwitchConfig {
@@ -214,6 +240,7 @@ async fn run(s: Settings) -> Result<(), BoxError> {
         },
         s.data_dir.clone(),
         board.clone(),
+        tenant_counts,
     );
     api::shell::spawn(
         sw.clone(),

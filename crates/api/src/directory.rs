@@ -9,6 +9,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+/// How long a directory write is tried again while NATS is away.
+const WRITE_RETRY_FOR: Duration = Duration::from_secs(600);
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Entry {
     pub pod: String,
@@ -59,19 +62,30 @@ impl CallDirectory {
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, Option<Entry>)>();
         let writer = kv.clone();
-        // One writer, so a call's "live" can never land after its "ended".
+        // One writer, so a call's "live" can never land after its "ended". A write that fails
+        // (NATS away) is tried again until it lands, for up to WRITE_RETRY_FOR: a call that ended
+        // during an outage must not stay "live" in the directory for ever.
         tokio::spawn(async move {
             while let Some((uuid, entry)) = rx.recv().await {
-                let res: Result<(), String> = match entry {
-                    Some(e) => writer
-                        .put(&uuid, serde_json::to_vec(&e).unwrap_or_default().into())
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                    None => writer.delete(&uuid).await.map_err(|e| e.to_string()),
-                };
-                if let Err(e) = res {
-                    tracing::warn!(call_uuid = %uuid, error = %e, "call directory write");
+                let started = tokio::time::Instant::now();
+                let mut wait = Duration::from_millis(250);
+                loop {
+                    let res: Result<(), String> = match &entry {
+                        Some(e) => writer
+                            .put(&uuid, serde_json::to_vec(e).unwrap_or_default().into())
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                        None => writer.delete(&uuid).await.map_err(|e| e.to_string()),
+                    };
+                    let Err(e) = res else { break };
+                    if started.elapsed() >= WRITE_RETRY_FOR {
+                        tracing::warn!(call_uuid = %uuid, error = %e, "call directory write given up");
+                        break;
+                    }
+                    tracing::debug!(call_uuid = %uuid, error = %e, "call directory write, trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
         });

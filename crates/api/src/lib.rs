@@ -8,6 +8,7 @@ pub mod cpa_run;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod quota;
 pub mod request;
 pub mod service;
 pub mod shell;

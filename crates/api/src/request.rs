@@ -454,7 +454,10 @@ fn set_cpa_params(f: &Fields) -> Result<SetCpaParams, ApiError> {
         log_voice: f.bool("log_voice", true)?,
         break_events,
         total_timeout: f.u32("total_timeout", 10000, u32::MAX)?.unwrap_or(15000),
-        event_subject: f.opt_string("event_subject")?,
+        event_subject: f
+            .opt_string("event_subject")?
+            .map(|s| check_subject("event_subject", s))
+            .transpose()?,
         detect_beep: f.bool("detect_beep", true)?,
     })
 }
@@ -501,7 +504,7 @@ fn make_call(f: &Fields) -> Result<MakeCall, ApiError> {
         tenant_id: f.string("tenant_id")?,
         to_number: f.string("to_number")?,
         from_number: f.string("from_number")?,
-        event_subject: f.string("event_subject")?,
+        event_subject: check_subject("event_subject", f.string("event_subject")?)?,
         cpa_config: f.opt_string("cpa_config")?,
         dial_timeout: f.u32("dial_timeout", 5, u32::MAX)?.unwrap_or(30),
         call_params: f.object("call_params")?.cloned(),
@@ -723,6 +726,40 @@ fn check_text(field: &str, s: &str) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// Longest event subject accepted (NATS has no limit of its own worth relying on).
+pub const MAX_SUBJECT_LEN: usize = 256;
+
+/// An `event_subject`: a NATS subject an app may be sent events on. Events are published as the
+/// switch, so a subject must not reach what the switch's own connection may touch: JetStream's
+/// API and the KV buckets (`$JS.…`, `$KV.…`, any `$` token: the server's system subjects), request
+/// replies (`_INBOX.…`), and no wildcard (it cannot be published to). Tokens are non-empty and
+/// have no blanks.
+fn check_subject(field: &str, s: String) -> Result<String, ApiError> {
+    let bad = |why: &str| Err(ApiError::schema(format!("{field} '{s}' {why}")));
+    if s.len() > MAX_SUBJECT_LEN {
+        return Err(ApiError::schema(format!(
+            "{field} is longer than {MAX_SUBJECT_LEN} bytes"
+        )));
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("must not contain blanks or control characters");
+    }
+    if s.split('.').any(str::is_empty) {
+        return bad("is not a NATS subject (an empty token)");
+    }
+    if s.contains(['*', '>']) {
+        return bad("must not contain wildcards");
+    }
+    let first = s.split('.').next().unwrap_or_default();
+    if first.starts_with('$') {
+        return bad("is reserved for the NATS server and JetStream");
+    }
+    if first.to_ascii_uppercase().starts_with("_INBOX") {
+        return bad("is reserved for replies");
+    }
+    Ok(s)
 }
 
 // RFC 3261 `token`: what may follow `sip_h_` to become a header name.
@@ -1758,5 +1795,43 @@ mod tests {
             "stop_stream": "true"}}),
         );
         assert_eq!(err(r).2, "stop_stream must be a boolean");
+    }
+
+    #[test]
+    fn event_subjects_cannot_reach_jetstream_or_replies() {
+        for bad in [
+            "$JS.API.STREAM.DELETE.KV_botstream_gateways",
+            "$KV.botstream_gateways.x",
+            "$SYS.REQ.SERVER.PING",
+            "$G",
+            "_INBOX.abc.def",
+            "_inbox.x",
+            "app.*",
+            "app.>",
+            ">",
+            "app..events",
+            ".app",
+            "app.",
+            "app events",
+            "app\tevents",
+        ] {
+            let d = with(make_call_data(), "event_subject", json!(bad));
+            let (_, code, status) = err(req("request_make_call", d));
+            assert_eq!(code, StatusCode::SchemaViolation, "{bad}: {status}");
+            assert!(status.contains("event_subject"), "{status}");
+            let cpa = json!({"va_config_name": "c", "tenant_id": "t", "analysis": "amd", "event_subject": bad});
+            let (_, code, _) = err(req("request_set_cpa_params", cpa));
+            assert_eq!(code, StatusCode::SchemaViolation, "cpa {bad}");
+        }
+        let long = "a".repeat(MAX_SUBJECT_LEN + 1);
+        let d = with(make_call_data(), "event_subject", json!(long));
+        assert_eq!(
+            err(req("request_make_call", d)).1,
+            StatusCode::SchemaViolation
+        );
+        for good in ["app.events", "botstream.result", "tenant-1.calls_x.$x", "a"] {
+            let d = with(make_call_data(), "event_subject", json!(good));
+            assert!(req("request_make_call", d).is_ok(), "{good}");
+        }
     }
 }

@@ -418,24 +418,16 @@ fn check_numbers(fields: &[(&str, &str)]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// operator.md `[[tenants]]`: 111 for an unknown tenant, 112 at its limit.
-fn check_tenant(sw: &Switch, tenant: &str) -> Result<(), ApiError> {
-    if !sw.cfg.tenants_enforce {
-        return Ok(());
-    }
-    let Some(limit) = sw.cfg.tenants.get(tenant) else {
-        return Err(ApiError::new(
-            StatusCode::TenantUnknown,
-            format!("tenant '{tenant}' is not configured"),
-        ));
-    };
-    if sw.tenant_calls(tenant) >= *limit as usize {
-        return Err(ApiError::new(
-            StatusCode::QuotaExhausted,
-            format!("tenant '{tenant}' is at its limit of {limit} concurrent calls"),
-        ));
-    }
-    Ok(())
+/// operator.md `[[tenants]]` (see `quota::admit`): the reservation holds the tenant's place
+/// until the call is counted as started.
+fn check_tenant(sw: &Switch, tenant: &str) -> Result<Option<crate::quota::Reservation>, ApiError> {
+    crate::quota::admit(
+        &sw.cfg.tenants,
+        sw.cfg.tenants_enforce,
+        &sw.tenant_counts,
+        tenant,
+        std::time::SystemTime::now(),
+    )
 }
 
 /// What an outbound leg needs before it can dial: a gateway chosen and counted, ports, the next
@@ -487,7 +479,8 @@ async fn make_call(sw: &Arc<Switch>, m: request::MakeCall) -> Reply {
         ));
     }
     check_numbers(&[("to_number", &m.to_number), ("from_number", &m.from_number)])?;
-    check_tenant(sw, &m.tenant_id)?;
+    // Held until the board has started the call (it is counted as live by then).
+    let _place = check_tenant(sw, &m.tenant_id)?;
     let cpa = match &m.cpa_config {
         Some(c) => Some(sw.cpa_configs.get(c).await.ok_or_else(|| {
             ApiError::new(

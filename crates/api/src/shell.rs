@@ -3,6 +3,8 @@
 //! slow peer: SIP and media commands go on unbounded channels to tasks that drain them at once,
 //! and events go to a publisher task through a bounded queue that sheds (and counts) when NATS
 //! cannot keep up or is away.
+//!
+//! The publisher delivers each event once, in order, across NATS outages (see [`publisher`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +22,17 @@ use crate::switch::Switch;
 
 pub type Reply = Result<Map<String, Value>, ApiError>;
 
-/// Events waiting for NATS; beyond this they are dropped and counted.
-const PUBLISH_QUEUE: usize = 20_000;
+/// Events waiting for NATS; beyond this they are dropped and counted
+/// (`botstream_events_dropped_total`). The publisher holds one batch more in hand.
+pub const PUBLISH_QUEUE: usize = 20_000;
+/// Events published together and confirmed by one marker.
+const BATCH: usize = 256;
+/// How long a batch's marker may take to come back before the batch counts as not delivered.
+const ACK_WAIT: Duration = Duration::from_secs(2);
+/// After a reconnection, how long the publisher waits before it sends what it kept: the apps'
+/// clients are reconnecting too (async-nats retries at most every 4 s, nats.go and nats.py every
+/// 2 s), and an event published before an app has subscribed again is lost to it.
+pub const REPLAY_GRACE: Duration = Duration::from_secs(5);
 
 /// What a new leg holds while it lives: its RTP ports (handed to its media task) and its place
 /// in a gateway's call count.
@@ -119,7 +130,7 @@ pub fn spawn(
     cfg: BoardConfig,
     handle: &BoardHandle,
     inputs: mpsc::UnboundedReceiver<BoardInput>,
-    sip: mpsc::UnboundedReceiver<SipEvent>,
+    sip: mpsc::Receiver<SipEvent>,
 ) {
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
@@ -137,12 +148,123 @@ pub fn spawn(
     tokio::spawn(shell.run(inputs, sip, media_rx));
 }
 
-/// Publishes events in order; a NATS that is away slows only this task.
+/// Publishes events in order, each once, across NATS outages; a NATS that is away slows only
+/// this task.
+///
+/// Core NATS confirms nothing, and async-nats loses what sat in its write buffer (or the
+/// kernel's) when a connection dies. So events go out in batches, each followed by a marker
+/// published to the publisher's own inbox: the server handles one connection's messages in
+/// order, so the marker coming back means every event before it was routed. A batch whose marker
+/// does not come back within [`ACK_WAIT`] is kept; once NATS is back (and [`REPLAY_GRACE`] has
+/// passed, for the apps to subscribe again) the publisher first listens for that marker, which
+/// async-nats may still deliver from its queue, and publishes the batch again only if it never
+/// comes. Events wait meanwhile in the [`PUBLISH_QUEUE`]; beyond it they are dropped and counted.
+///
+/// One case remains in which an event arrives twice: the server dies after routing part of a
+/// batch but before the marker that follows it in the same write.
 async fn publisher(sw: Arc<Switch>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
-    while let Some((subject, bytes)) = rx.recv().await {
-        if let Err(e) = sw.nats.publish(subject, bytes.into()).await {
-            sw.metrics.events_dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "event not published");
+    use futures::StreamExt;
+    let nats = sw.nats.clone();
+    let inbox = nats.new_inbox();
+    let mut acks = loop {
+        match nats.subscribe(inbox.clone()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, "event publisher: cannot subscribe to its inbox");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let connects = || nats.statistics().connects.load(Ordering::Relaxed);
+    let mut batch: std::collections::VecDeque<(String, bytes::Bytes)> = Default::default();
+    let mut seq: u64 = 0;
+    // The marker of the batch in hand, when it went out and was not confirmed.
+    let mut unconfirmed: Option<u64> = None;
+    let mut seen_connects = connects();
+    loop {
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some((subject, bytes)) => batch.push_back((subject, bytes.into())),
+                None => return,
+            }
+        }
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok((subject, bytes)) => batch.push_back((subject, bytes.into())),
+                Err(_) => break,
+            }
+        }
+        let connected = nats.connection_state() == async_nats::connection::State::Connected;
+        if !connected || unconfirmed.is_some() || connects() != seen_connects {
+            // An outage: wait for NATS, then for the apps, listening meanwhile for the marker
+            // of the batch in hand in case it got through after all.
+            let grace_end = async {
+                while nats.connection_state() != async_nats::connection::State::Connected {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(REPLAY_GRACE).await;
+            };
+            tokio::pin!(grace_end);
+            loop {
+                tokio::select! {
+                    _ = &mut grace_end => break,
+                    m = acks.next() => {
+                        if let (Some(m), Some(want)) = (m, unconfirmed) {
+                            if m.payload.as_ref() == want.to_string().as_bytes() {
+                                batch.clear();
+                                unconfirmed = None;
+                            }
+                        }
+                    }
+                }
+            }
+            seen_connects = connects();
+            if batch.is_empty() {
+                continue;
+            }
+            if let Some(n) = unconfirmed.take() {
+                tracing::info!(
+                    events = batch.len(),
+                    marker = n,
+                    "NATS is back: sending events again"
+                );
+            }
+        }
+        seq += 1;
+        let mut sent = true;
+        for (subject, bytes) in &batch {
+            if let Err(e) = nats.publish(subject.clone(), bytes.clone()).await {
+                // Only an invalid subject or an oversized event fails here; it never will.
+                tracing::warn!(error = %e, %subject, "event not published");
+                sw.metrics.events_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if nats
+            .publish(inbox.clone(), seq.to_string().into())
+            .await
+            .is_err()
+        {
+            sent = false;
+        }
+        let confirmed = sent
+            && tokio::time::timeout(ACK_WAIT, async {
+                while let Some(m) = acks.next().await {
+                    if m.payload.as_ref() == seq.to_string().as_bytes() {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await
+            .unwrap_or(false);
+        if confirmed {
+            batch.clear();
+        } else {
+            tracing::warn!(
+                events = batch.len(),
+                "events not confirmed by NATS: kept for when it is back"
+            );
+            unconfirmed = Some(seq);
         }
     }
 }
@@ -151,7 +273,7 @@ impl Shell {
     async fn run(
         mut self,
         mut inputs: mpsc::UnboundedReceiver<BoardInput>,
-        mut sip: mpsc::UnboundedReceiver<SipEvent>,
+        mut sip: mpsc::Receiver<SipEvent>,
         mut media: mpsc::UnboundedReceiver<(u64, media::leg::Event)>,
     ) {
         loop {

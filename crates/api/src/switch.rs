@@ -91,8 +91,8 @@ pub struct SwitchConfig {
     pub inbound_subject: String,
     pub inbound_tenant: String,
     pub dialplan: BTreeMap<String, String>,
-    /// `[[tenants]]` limits, enforced when `tenants_enforce` is set.
-    pub tenants: HashMap<String, u32>,
+    /// `[[tenants]]` quotas, enforced when `tenants_enforce` is set.
+    pub tenants: HashMap<String, crate::quota::TenantQuota>,
     pub tenants_enforce: bool,
     pub media_timeout: Duration,
 }
@@ -147,6 +147,8 @@ pub struct Switch {
     pub metrics: Metrics,
     /// The call core: every call request goes through it.
     pub board: crate::shell::BoardHandle,
+    /// Live calls per tenant, on this pod and the others (quotas).
+    pub tenant_counts: crate::quota::TenantCounts,
 }
 
 impl Switch {
@@ -164,6 +166,7 @@ impl Switch {
         media: media::leg::MediaConfig,
         data_dir: std::path::PathBuf,
         board: crate::shell::BoardHandle,
+        tenant_counts: crate::quota::TenantCounts,
     ) -> Arc<Switch> {
         Arc::new(Switch {
             cfg,
@@ -182,6 +185,7 @@ impl Switch {
             draining: AtomicBool::new(false),
             metrics: Metrics::default(),
             board,
+            tenant_counts,
         })
     }
 
@@ -191,11 +195,11 @@ impl Switch {
 
     /// Called once per call when the board hands it back.
     pub fn call_ended(&self, uuid: &str, direction: &str, cause: HangupCause) {
-        let tenant_id = self
-            .calls
-            .remove(uuid)
-            .map(|(_, h)| h.tenant_id)
-            .unwrap_or_default();
+        let tenant_id = self.calls.remove(uuid).map(|(_, h)| h.tenant_id);
+        if let Some(t) = &tenant_id {
+            self.tenant_counts.ended(t);
+        }
+        let tenant_id = tenant_id.unwrap_or_default();
         self.metrics.calls_active.fetch_sub(1, Ordering::Relaxed);
         self.metrics.count_call_end(direction, cause.name());
         self.directory.record(
@@ -227,13 +231,18 @@ impl Switch {
                 live: true,
             },
         );
-        self.calls.insert(
+        let previous = self.calls.insert(
             uuid.to_string(),
             CallHandle {
                 tenant_id: tenant_id.to_string(),
             },
         );
-        self.metrics.calls_active.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = previous {
+            self.tenant_counts.ended(&p.tenant_id);
+        } else {
+            self.metrics.calls_active.fetch_add(1, Ordering::Relaxed);
+        }
+        self.tenant_counts.started(tenant_id);
     }
 
     /// 107 for a uuid never seen, 108 for one that ended.
@@ -250,11 +259,6 @@ impl Switch {
                 format!("no call with call_uuid {uuid}"),
             )
         }
-    }
-
-    /// Live calls of a tenant (for quotas and `request_list_calls`).
-    pub fn tenant_calls(&self, tenant: &str) -> usize {
-        self.calls.iter().filter(|c| c.tenant_id == tenant).count()
     }
 
     /// The inbound route for a called number: the longest matching `to_prefix`.

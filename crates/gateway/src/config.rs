@@ -66,8 +66,9 @@ impl Target {
     }
 }
 
-/// What the gateway's params say, decoded once when it is added.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the gateway's params say, decoded once when it is added. Its `Debug` masks the password
+/// (operator.md: passwords never appear in logs), here and in `params`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
     pub name: String,
     pub params: BTreeMap<String, String>,
@@ -92,13 +93,60 @@ pub struct GatewayConfig {
 }
 
 /// The stored form (KV value): the request as given, so the stored record is the source of truth
-/// and decoding rules can improve without a migration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// and decoding rules can improve without a migration. `Debug` masks the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredGateway {
     pub name: String,
     pub params: BTreeMap<String, String>,
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+}
+
+fn masked(params: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    params
+        .iter()
+        .map(|(k, v)| {
+            let v = if k == "password" { "***" } else { v.as_str() };
+            (k.as_str(), v)
+        })
+        .collect()
+}
+
+impl std::fmt::Debug for StoredGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredGateway")
+            .field("name", &self.name)
+            .field("params", &masked(&self.params))
+            .field("variables", &self.variables)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("name", &self.name)
+            .field("params", &masked(&self.params))
+            .field("variables", &self.variables)
+            .field("proxy", &self.proxy)
+            .field("outbound_proxy", &self.outbound_proxy)
+            .field("register_proxy", &self.register_proxy)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("realm", &self.realm)
+            .field("from_user", &self.from_user)
+            .field("from_domain", &self.from_domain)
+            .field("register", &self.register)
+            .field("expire_seconds", &self.expire_seconds)
+            .field("retry_seconds", &self.retry_seconds)
+            .field("ping", &self.ping)
+            .field("ping_max", &self.ping_max)
+            .field("ping_min", &self.ping_min)
+            .field("caller_id_in_from", &self.caller_id_in_from)
+            .field("extension", &self.extension)
+            .field("contact_params", &self.contact_params)
+            .finish()
+    }
 }
 
 fn boolean(params: &BTreeMap<String, String>, key: &str, default: bool) -> Result<bool, String> {
@@ -296,5 +344,21 @@ mod tests {
         assert!(!m.params.contains_key("ping"));
         let g = GatewayConfig::from_stored(&m).unwrap();
         assert_eq!(g.public_params()["password"], "***");
+    }
+
+    #[test]
+    fn debug_never_prints_the_password() {
+        let g = stored(&[("proxy", "h"), ("password", "s3cret"), ("username", "u")]);
+        let c = GatewayConfig::from_stored(&g).unwrap();
+        for text in [
+            format!("{g:?}"),
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            format!("{:?}", std::sync::Arc::new(c.clone())),
+        ] {
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(text.contains("***"), "{text}");
+        }
+        assert!(format!("{c:?}").contains("username: Some(\"u\")"));
     }
 }

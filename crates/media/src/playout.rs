@@ -18,6 +18,13 @@ const CHUNK_BYTES: usize = 8192;
 /// memory forever. Beyond this the oldest mark is fired early (reported by the next frame); beyond
 /// twice this (marks faster than frames are played) the oldest is forgotten.
 const MAX_MARKS: usize = 4096;
+/// Longest mark name kept (bytes): longer ones are cut at a character boundary where they are
+/// parsed (`ws::parse_control`, the Twilio parser) and again here. An app has no reason to name
+/// a mark with more; one that sends 4 MiB names must not make the switch hold them.
+pub const MAX_MARK_NAME: usize = 256;
+/// Bytes of mark names pending at once; beyond it the oldest are forgotten like the marks
+/// beyond twice [`MAX_MARKS`].
+const MAX_MARK_BYTES: usize = 64 * 1024;
 /// Queue capacity kept once drained: 0.5 s; anything larger is released.
 const SHRINK_ABOVE_MS: usize = 500;
 
@@ -48,6 +55,8 @@ pub struct PlayoutQueue {
     played: u64,
     /// (absolute position, name), in push order, hence in position order.
     marks: VecDeque<(u64, String)>,
+    /// Bytes of the names in `marks`.
+    mark_bytes: usize,
     /// Marks that must fire at the next frame whatever the position (pushed out by the bound).
     forced: usize,
     /// Samples of the app's audio played to the caller, and that count at the last point the
@@ -83,6 +92,7 @@ impl PlayoutQueue {
             odd_byte: None,
             played: 0,
             marks: VecDeque::new(),
+            mark_bytes: 0,
             forced: 0,
             heard: 0,
             heard_at_ref: 0,
@@ -154,13 +164,19 @@ impl PlayoutQueue {
 
     /// A mark: reported by next_frame when playback reaches it.
     pub fn push_mark(&mut self, name: String) {
-        if self.marks.len() >= 2 * MAX_MARKS {
-            self.marks.pop_front();
+        let name = bound_mark_name(name);
+        while !self.marks.is_empty()
+            && (self.marks.len() >= 2 * MAX_MARKS || self.mark_bytes + name.len() > MAX_MARK_BYTES)
+        {
+            if let Some((_, old)) = self.marks.pop_front() {
+                self.mark_bytes -= old.len();
+            }
             self.forced = self.forced.saturating_sub(1);
         }
         if self.marks.len() >= MAX_MARKS {
             self.forced = (self.forced + 1).min(self.marks.len());
         }
+        self.mark_bytes += name.len();
         self.marks.push_back((self.end(), name));
     }
 
@@ -180,7 +196,10 @@ impl PlayoutQueue {
         crate::stream::Cleared {
             played_ms,
             dropped_ms: dropped / self.per_ms as u64,
-            marks: self.marks.drain(..).map(|(_, name)| name).collect(),
+            marks: {
+                self.mark_bytes = 0;
+                self.marks.drain(..).map(|(_, name)| name).collect()
+            },
         }
     }
 
@@ -208,6 +227,7 @@ impl PlayoutQueue {
             }
             self.forced = self.forced.saturating_sub(1);
             if let Some((pos, name)) = self.marks.pop_front() {
+                self.mark_bytes -= name.len();
                 // Counted from the mark: what played of this frame after it.
                 let after = self.played.saturating_sub(pos).min(n as u64);
                 self.heard_at_ref = self.heard - after;
@@ -230,6 +250,18 @@ impl PlayoutQueue {
     fn end(&self) -> u64 {
         self.played + self.queue.len() as u64
     }
+}
+
+/// A mark name cut to [`MAX_MARK_NAME`] bytes, at a character boundary.
+pub fn bound_mark_name(mut name: String) -> String {
+    if name.len() > MAX_MARK_NAME {
+        let mut end = MAX_MARK_NAME;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
 }
 
 #[cfg(test)]
@@ -492,5 +524,28 @@ mod tests {
         assert_eq!(q.queued_ms(), 1000);
         let c = q.clear();
         assert_eq!(c.dropped_ms, 1000);
+    }
+
+    #[test]
+    fn mark_names_are_bounded_one_by_one_and_together() {
+        let long = "é".repeat(1000);
+        let cut = bound_mark_name(long);
+        assert!(cut.len() <= MAX_MARK_NAME && cut.len() >= MAX_MARK_NAME - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
+        let mut q = PlayoutQueue::new(8000, 60_000);
+        q.push_pcm(&vec![0u8; 16_000]);
+        for i in 0..1000 {
+            q.push_mark(format!("{i}-{}", "x".repeat(300)));
+        }
+        assert!(q.mark_bytes <= MAX_MARK_BYTES);
+        assert_eq!(
+            q.mark_bytes,
+            q.marks.iter().map(|(_, n)| n.len()).sum::<usize>()
+        );
+        // The newest are kept, the oldest forgotten.
+        assert!(q.marks.back().unwrap().1.starts_with("999-"));
+        let c = q.clear();
+        assert_eq!(c.marks.len(), MAX_MARK_BYTES / MAX_MARK_NAME);
+        assert_eq!(q.mark_bytes, 0);
     }
 }

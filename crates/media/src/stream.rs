@@ -454,7 +454,7 @@ fn parse_twilio(text: &str) -> Option<FromApp> {
         }
         "mark" => {
             let name = v.get("mark")?.get("name")?.as_str()?;
-            Some(FromApp::Mark(name.to_string()))
+            Some(FromApp::Mark(crate::ws::bounded(name)))
         }
         "clear" => Some(FromApp::Clear),
         _ => None,

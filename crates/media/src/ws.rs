@@ -314,19 +314,26 @@ fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
         .max_frame_size(Some(4 * 1024 * 1024))
 }
 
-/// `{"event":"clear"}` and `{"event":"mark","name":"..."}`; anything else is ignored.
+/// `{"event":"clear"}` and `{"event":"mark","name":"..."}`; anything else is ignored. A mark
+/// name longer than [`crate::playout::MAX_MARK_NAME`] bytes is cut to it.
 pub fn parse_control(text: &str) -> Option<FromApp> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     match v.get("event")?.as_str()? {
         "clear" => Some(FromApp::Clear),
-        "mark" => Some(FromApp::Mark(
-            v.get("name")
-                .and_then(|n| n.as_str())
-                .unwrap_or("")
-                .to_string(),
-        )),
+        "mark" => Some(FromApp::Mark(bounded(
+            v.get("name").and_then(|n| n.as_str()).unwrap_or(""),
+        ))),
         _ => None,
     }
+}
+
+/// A mark name from the app, cut to [`crate::playout::MAX_MARK_NAME`] bytes.
+pub fn bounded(name: &str) -> String {
+    let mut end = name.len().min(crate::playout::MAX_MARK_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
 }
 
 #[cfg(test)]
@@ -343,6 +350,21 @@ mod tests {
             matches!(parse_control(r#"{"event":"mark","name":"m1"}"#), Some(FromApp::Mark(n)) if n == "m1")
         );
         assert!(parse_control("nope").is_none());
+        // Other fields and types are ignored as before; a 4 MiB name is cut.
+        assert!(matches!(
+            parse_control(r#"{"event":"clear","x":[1,{"y":null}]}"#),
+            Some(FromApp::Clear)
+        ));
+        assert!(
+            matches!(parse_control(r#"{"event":"mark"}"#), Some(FromApp::Mark(n)) if n.is_empty())
+        );
+        let huge = format!(r#"{{"event":"mark","name":"{}"}}"#, "x".repeat(4 << 20));
+        assert!(
+            matches!(parse_control(&huge), Some(FromApp::Mark(n)) if n.len() == crate::playout::MAX_MARK_NAME)
+        );
+        assert!(
+            matches!(parse_control(r#"{"event":"mark","name":"caf\u00e9"}"#), Some(FromApp::Mark(n)) if n == "café")
+        );
         assert!(parse_control(r#"{"event":"dance"}"#).is_none());
     }
 

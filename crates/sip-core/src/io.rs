@@ -1,25 +1,96 @@
 //! The only tokio code of sip-core: sockets, the clock, and one task that owns the transaction
 //! layer. Everything the task learns it hands on through channels; it never waits on a slow
-//! consumer (unbounded channels to tasks that drain them at once).
+//! consumer.
+//!
+//! What the network can make it hold is bounded (README "SIP under attack"): socket readers hand
+//! the task messages through a bounded queue ([`NET_QUEUE`], so a flood waits in the kernel's
+//! buffers, not in ours); requests outside the switch's dialogs pass the per-source rate limit
+//! and the inbound ACL (`guard.rs`) before a transaction exists for them, and are refused while
+//! [`StackOptions::max_server_transactions`] are live or the switch's queue ([`FRONT_QUEUE`]) is
+//! nearly full; inbound TCP/TLS connections are capped in number, per source and in total, and
+//! closed when idle; each connection's writer queue is bounded.
 //!
 //! Requests from the network and the responses to the transactions the switch started with
 //! [`SipStack::request_tagged`] share one channel ([`SipEvent`]), so they reach the call core in
 //! the order they arrived: a BYE sent right behind its 200 OK can never overtake it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
-use crate::msg::{self, Framing, Message, Request, Response};
+use crate::guard::{Dialogs, RateLimiter, SourceKey, Verdict};
+use crate::msg::{self, Framing, Message, NameAddr, Request, Response};
 use crate::transaction::{
     self, Event, Output, Peer, TimerConfig, TransactionLayer, Transport, TxId,
 };
+
+/// Messages read from the sockets and not yet taken by the SIP task.
+pub const NET_QUEUE: usize = 4096;
+/// Events for the switch not yet taken by it.
+pub const FRONT_QUEUE: usize = 16_384;
+/// Room kept in [`FRONT_QUEUE`] for responses and requests in dialogs: a new request from
+/// outside is refused when less is free.
+pub const FRONT_RESERVE: usize = 4096;
+/// Messages waiting to be written to one inbound TCP/TLS connection; a peer that reads none of
+/// them is not worth more, and is disconnected.
+pub const WRITE_QUEUE: usize = 256;
+/// The same for a connection the switch opened to a gateway (a burst of calls to a trunk).
+pub const WRITE_QUEUE_OUT: usize = 4096;
+/// `Retry-After` of the 503 that refuses a request over the rate limit on TCP/TLS.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+/// What the transport may be made to hold, and how fast one source may ask for it.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// operator.md `sip.rate_limit`: requests per second one source address (an IPv4 address,
+    /// an IPv6 /64) may send outside its dialogs; 0 turns the limit off.
+    pub rate_limit: u32,
+    /// `Server` header of the responses the transport sends on its own (403, 503).
+    pub server: Option<String>,
+    /// Inbound TCP/TLS connections at once, all sources together.
+    pub max_connections: usize,
+    /// Inbound TCP/TLS connections at once from one source address.
+    pub max_connections_per_source: usize,
+    /// An inbound connection that has not delivered a message in this long is closed.
+    pub first_message_timeout: Duration,
+    /// A connection with no message for this long is closed, unless a dialog lives on it.
+    pub idle_timeout: Duration,
+    /// A message begun on a connection must be complete within this (slow-drip peers).
+    pub message_timeout: Duration,
+    /// Live server transactions beyond which new requests from outside are refused.
+    pub max_server_transactions: usize,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            rate_limit: 0,
+            server: None,
+            max_connections: 1024,
+            max_connections_per_source: 64,
+            first_message_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            message_timeout: Duration::from_secs(10),
+            max_server_transactions: 32_768,
+        }
+    }
+}
+
+/// operator.md `sip.inbound_acl`, as the transport applies it: an INVITE outside any dialog from
+/// a source that is not allowed is answered 403 at once, statelessly, before any transaction,
+/// call or app hears of it.
+#[derive(Clone)]
+pub struct InboundFilter {
+    pub allowed: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
+    /// The 403's `Reason` header.
+    pub reason: Option<String>,
+}
 
 /// What a client transaction's owner hears.
 #[derive(Debug)]
@@ -90,6 +161,7 @@ enum Command {
         peer: Peer,
         message: Message,
     },
+    Filter(InboundFilter),
 }
 
 /// Counters the switch exports on /metrics.
@@ -101,7 +173,103 @@ pub struct SipStats {
     /// answered 400, responses dropped as unusable, and sloppy responses that were still passed
     /// on to their transaction (see `Driver::incoming`).
     pub malformed: AtomicU64,
+    /// Gauges, refreshed every second.
     pub transactions: AtomicU64,
+    pub connections: AtomicU64,
+    pub sources: AtomicU64,
+    pub dialogs: AtomicU64,
+    pub dropped: Dropped,
+}
+
+/// `botstream_sip_dropped_total{reason}`: what the transport refused before it cost anything.
+#[derive(Debug, Default)]
+pub struct Dropped {
+    /// Requests over the per-source rate (dropped on UDP, 503 on TCP/TLS).
+    pub rate: AtomicU64,
+    /// Requests from a source ignored for having been over its rate for 10 s.
+    pub banned: AtomicU64,
+    /// INVITEs from outside the inbound ACL (answered 403 statelessly).
+    pub acl: AtomicU64,
+    /// TCP/TLS connections refused: too many from the source, or in all.
+    pub connections: AtomicU64,
+    /// TCP/TLS connections closed: idle, no first message, a message that never completed, or a
+    /// peer that does not read.
+    pub timeout: AtomicU64,
+    /// Requests refused, or events not handed on, because the server transactions or the
+    /// switch's queue were full.
+    pub overload: AtomicU64,
+}
+
+impl Dropped {
+    /// Every reason with its count, for /metrics.
+    pub fn all(&self) -> [(&'static str, u64); 6] {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("rate", n(&self.rate)),
+            ("banned", n(&self.banned)),
+            ("acl", n(&self.acl)),
+            ("connections", n(&self.connections)),
+            ("timeout", n(&self.timeout)),
+            ("overload", n(&self.overload)),
+        ]
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Inbound TCP/TLS connections, counted where they are accepted.
+#[derive(Default)]
+struct ConnCounts {
+    total: usize,
+    per_source: HashMap<SourceKey, usize>,
+}
+
+/// A place among the inbound connections, given back when the connection ends.
+struct ConnSlot {
+    counts: Arc<Mutex<ConnCounts>>,
+    key: SourceKey,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        c.total -= 1;
+        if let Some(n) = c.per_source.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_source.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What the acceptors share with the SIP task.
+struct Accepting {
+    counts: Arc<Mutex<ConnCounts>>,
+    opts: StackOptions,
+    stats: Arc<SipStats>,
+}
+
+impl Accepting {
+    fn admit(&self, from: SocketAddr) -> Option<ConnSlot> {
+        let key = SourceKey::of(from.ip());
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = c.per_source.get(&key).copied().unwrap_or(0);
+        if c.total >= self.opts.max_connections || mine >= self.opts.max_connections_per_source {
+            drop(c);
+            bump(&self.stats.dropped.connections);
+            tracing::debug!(%from, "TCP/TLS connection refused: too many");
+            return None;
+        }
+        c.total += 1;
+        *c.per_source.entry(key).or_default() += 1;
+        Some(ConnSlot {
+            counts: self.counts.clone(),
+            key,
+        })
+    }
 }
 
 /// A handle to the SIP task; cheap to clone.
@@ -129,7 +297,17 @@ impl SipStack {
         listen: SocketAddr,
         tls: TlsOptions,
         timers: TimerConfig,
-    ) -> std::io::Result<(SipStack, mpsc::UnboundedReceiver<SipEvent>)> {
+    ) -> std::io::Result<(SipStack, mpsc::Receiver<SipEvent>)> {
+        Self::bind_with(listen, tls, timers, StackOptions::default()).await
+    }
+
+    /// [`SipStack::bind`] with the transport's limits.
+    pub async fn bind_with(
+        listen: SocketAddr,
+        tls: TlsOptions,
+        timers: TimerConfig,
+        opts: StackOptions,
+    ) -> std::io::Result<(SipStack, mpsc::Receiver<SipEvent>)> {
         let udp = Arc::new(UdpSocket::bind(listen).await?);
         let local_addr = udp.local_addr()?;
         let tcp = TcpListener::bind(local_addr).await?;
@@ -138,11 +316,16 @@ impl SipStack {
             None => None,
         };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (front_tx, front_rx) = mpsc::unbounded_channel();
-        let (net_tx, net_rx) = mpsc::unbounded_channel();
+        let (front_tx, front_rx) = mpsc::channel(FRONT_QUEUE);
+        let (net_tx, net_rx) = mpsc::channel(NET_QUEUE);
         let stats = Arc::new(SipStats::default());
+        let accepting = Arc::new(Accepting {
+            counts: Arc::default(),
+            opts: opts.clone(),
+            stats: stats.clone(),
+        });
         tokio::spawn(udp_reader(udp.clone(), net_tx.clone()));
-        tokio::spawn(tcp_acceptor(tcp, net_tx.clone()));
+        tokio::spawn(tcp_acceptor(tcp, net_tx.clone(), accepting.clone()));
         let tls_local = match tls_listener {
             Some((listener, config)) => {
                 let addr = listener.local_addr().ok();
@@ -150,6 +333,7 @@ impl SipStack {
                     listener,
                     tokio_rustls::TlsAcceptor::from(config),
                     net_tx.clone(),
+                    accepting.clone(),
                 ));
                 addr
             }
@@ -159,12 +343,16 @@ impl SipStack {
             layer: TransactionLayer::new(timers),
             udp,
             tls_client: tls.client.clone(),
-            tcp_conns: HashMap::new(),
+            conns: HashMap::new(),
             connecting: HashMap::new(),
             net_tx,
             clients: HashMap::new(),
             front: front_tx,
             stats: stats.clone(),
+            limiter: RateLimiter::new(opts.rate_limit),
+            dialogs: Dialogs::new(),
+            filter: None,
+            opts,
         };
         tokio::spawn(driver.run(cmd_rx, net_rx));
         Ok((
@@ -212,6 +400,11 @@ impl SipStack {
     pub fn send_stateless(&self, peer: Peer, message: Message) {
         let _ = self.cmd.send(Command::Stateless { peer, message });
     }
+
+    /// Applies the inbound ACL in the transport from now on (see [`InboundFilter`]).
+    pub fn set_inbound_filter(&self, filter: InboundFilter) {
+        let _ = self.cmd.send(Command::Filter(filter));
+    }
 }
 
 enum NetEvent {
@@ -219,33 +412,60 @@ enum NetEvent {
     Stream(Transport, SocketAddr, Message),
     StreamMalformed(SocketAddr),
     /// A TCP or TLS connection is up; messages to that peer go through its writer.
-    StreamOpened(Peer, mpsc::UnboundedSender<Vec<u8>>),
-    StreamClosed(Peer),
+    StreamOpened(Box<Opened>),
+    StreamClosed(Peer, u64),
+    /// A connection's message took longer than `message_timeout`: it was closed.
+    StreamTimedOut(Peer),
     /// Opening a connection to this peer failed (or took over 5 s).
     ConnectFailed(Peer),
+}
+
+struct Opened {
+    peer: Peer,
+    id: u64,
+    writer: mpsc::Sender<Vec<u8>>,
+    stop: Arc<Notify>,
+    inbound: bool,
+}
+
+/// A live TCP/TLS connection, as the SIP task keeps it.
+struct Conn {
+    id: u64,
+    writer: mpsc::Sender<Vec<u8>>,
+    /// Ends the reader (and, with the writer dropped, the socket).
+    stop: Arc<Notify>,
+    inbound: bool,
+    last_message: Instant,
+    got_message: bool,
 }
 
 struct Driver {
     layer: TransactionLayer,
     udp: Arc<UdpSocket>,
     tls_client: Option<Arc<rustls::ClientConfig>>,
-    tcp_conns: HashMap<Peer, mpsc::UnboundedSender<Vec<u8>>>,
+    conns: HashMap<Peer, Conn>,
     /// Connections being opened, with what waits to go out on them: one attempt per peer, so
     /// a burst of requests to a trunk opens one connection, not one each.
     connecting: HashMap<Peer, Vec<Vec<u8>>>,
-    net_tx: mpsc::UnboundedSender<NetEvent>,
+    net_tx: mpsc::Sender<NetEvent>,
     clients: HashMap<TxId, ClientSink>,
-    front: mpsc::UnboundedSender<SipEvent>,
+    front: mpsc::Sender<SipEvent>,
     stats: Arc<SipStats>,
+    limiter: RateLimiter,
+    dialogs: Dialogs,
+    filter: Option<InboundFilter>,
+    opts: StackOptions,
 }
 
-async fn udp_reader(sock: Arc<UdpSocket>, out: mpsc::UnboundedSender<NetEvent>) {
+async fn udp_reader(sock: Arc<UdpSocket>, out: mpsc::Sender<NetEvent>) {
     let mut buf = vec![0u8; 65536];
     loop {
         match sock.recv_from(&mut buf).await {
             Ok((n, from)) => {
+                // Waits while the SIP task is behind: the kernel's buffer absorbs a burst.
                 if out
                     .send(NetEvent::Datagram(from, buf[..n].to_vec()))
+                    .await
                     .is_err()
                 {
                     return;
@@ -257,17 +477,25 @@ async fn udp_reader(sock: Arc<UdpSocket>, out: mpsc::UnboundedSender<NetEvent>) 
     }
 }
 
-async fn tcp_acceptor(listener: TcpListener, out: mpsc::UnboundedSender<NetEvent>) {
+async fn tcp_acceptor(
+    listener: TcpListener,
+    out: mpsc::Sender<NetEvent>,
+    accepting: Arc<Accepting>,
+) {
     loop {
         match listener.accept().await {
-            Ok((stream, from)) => spawn_connection(
-                stream,
-                Peer {
+            Ok((stream, from)) => {
+                // Over the caps the socket is closed at once (dropped).
+                let Some(slot) = accepting.admit(from) else {
+                    continue;
+                };
+                let peer = Peer {
                     transport: Transport::Tcp,
                     addr: from,
-                },
-                out.clone(),
-            ),
+                };
+                let timeout = accepting.opts.message_timeout;
+                spawn_connection(stream, peer, out.clone(), Some(slot), timeout).await;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "tcp accept");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -279,27 +507,40 @@ async fn tcp_acceptor(listener: TcpListener, out: mpsc::UnboundedSender<NetEvent
 async fn tls_acceptor(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
-    out: mpsc::UnboundedSender<NetEvent>,
+    out: mpsc::Sender<NetEvent>,
+    accepting: Arc<Accepting>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, from)) => {
+                // The handshake holds a place among the connections, so a flood of handshakes
+                // that never finish is capped like one of idle connections.
+                let Some(slot) = accepting.admit(from) else {
+                    continue;
+                };
                 let acceptor = acceptor.clone();
                 let out = out.clone();
+                let timeout = accepting.opts.message_timeout;
+                let handshake = accepting
+                    .opts
+                    .first_message_timeout
+                    .min(Duration::from_secs(5));
+                let stats = accepting.stats.clone();
                 // The handshake runs apart, so one slow or hostile client holds up no one.
                 tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls)) => spawn_connection(
-                            tls,
-                            Peer {
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let peer = Peer {
                                 transport: Transport::Tls,
                                 addr: from,
-                            },
-                            out,
-                        ),
-                        _ => tracing::debug!(%from, "TLS handshake failed"),
+                            };
+                            spawn_connection(tls, peer, out, Some(slot), timeout).await
+                        }
+                        Ok(Err(_)) => tracing::debug!(%from, "TLS handshake failed"),
+                        Err(_) => {
+                            bump(&stats.dropped.timeout);
+                            tracing::debug!(%from, "TLS handshake not done in time");
+                        }
                     }
                 });
             }
@@ -311,13 +552,41 @@ async fn tls_acceptor(
     }
 }
 
+static CONN_IDS: AtomicU64 = AtomicU64::new(1);
+
 /// A connected stream (TCP or TLS): one task writes what the driver sends, one reads and frames.
-fn spawn_connection<S>(stream: S, peer: Peer, out: mpsc::UnboundedSender<NetEvent>)
-where
+/// `slot` is the inbound connection's place under the caps (none for connections we opened).
+async fn spawn_connection<S>(
+    stream: S,
+    peer: Peer,
+    out: mpsc::Sender<NetEvent>,
+    slot: Option<ConnSlot>,
+    message_timeout: Duration,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let (writer_tx, mut writer_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let _ = out.send(NetEvent::StreamOpened(peer, writer_tx));
+    let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
+    let queue = if slot.is_some() {
+        WRITE_QUEUE
+    } else {
+        WRITE_QUEUE_OUT
+    };
+    let (writer_tx, mut writer_rx) = mpsc::channel::<Vec<u8>>(queue);
+    let stop = Arc::new(Notify::new());
+    let opened = Opened {
+        peer,
+        id,
+        writer: writer_tx,
+        stop: stop.clone(),
+        inbound: slot.is_some(),
+    };
+    if out
+        .send(NetEvent::StreamOpened(Box::new(opened)))
+        .await
+        .is_err()
+    {
+        return;
+    }
     let (mut rd, mut wr) = tokio::io::split(stream);
     tokio::spawn(async move {
         while let Some(bytes) = writer_rx.recv().await {
@@ -327,40 +596,85 @@ where
         }
     });
     tokio::spawn(async move {
-        let mut buf: Vec<u8> = Vec::with_capacity(8192);
+        // Held while the connection lives.
+        let _slot = slot;
+        let mut decoder = msg::StreamDecoder::new();
         let mut chunk = vec![0u8; 16384];
+        // When the message now in the decoder began.
+        let mut begun: Option<tokio::time::Instant> = None;
         loop {
-            match rd.read(&mut chunk).await {
+            let deadline = begun.map(|b| b + message_timeout);
+            let read = tokio::select! {
+                _ = stop.notified() => return,
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let _ = out.send(NetEvent::StreamTimedOut(peer)).await;
+                    break;
+                }
+                r = rd.read(&mut chunk) => r,
+            };
+            match read {
                 Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => decoder.push(&chunk[..n]),
             }
             loop {
-                match msg::parse(&buf, Framing::Stream) {
-                    Ok((m, used)) => {
-                        buf.drain(..used);
-                        let _ = out.send(NetEvent::Stream(peer.transport, peer.addr, m));
+                match decoder.next_message() {
+                    Ok(Some(m)) => {
+                        if out
+                            .send(NetEvent::Stream(peer.transport, peer.addr, m))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        begun = None;
                     }
-                    Err(msg::ParseError::Incomplete) => break,
+                    Ok(None) => break,
                     Err(_) => {
                         // A stream cannot be resynchronised after a framing error (§18.3).
-                        let _ = out.send(NetEvent::StreamMalformed(peer.addr));
-                        let _ = out.send(NetEvent::StreamClosed(peer));
+                        let _ = out.send(NetEvent::StreamMalformed(peer.addr)).await;
+                        let _ = out.send(NetEvent::StreamClosed(peer, id)).await;
                         return;
                     }
                 }
             }
+            if decoder.pending() == 0 {
+                begun = None;
+            } else if begun.is_none() {
+                begun = Some(tokio::time::Instant::now());
+            }
         }
-        let _ = out.send(NetEvent::StreamClosed(peer));
+        let _ = out.send(NetEvent::StreamClosed(peer, id)).await;
     });
+}
+
+/// A request's tag for us: the To tag (in a dialog the far end addresses our tag there).
+fn to_tag(r: &Request) -> Option<String> {
+    r.headers
+        .get("To")
+        .and_then(NameAddr::parse)
+        .and_then(|n| n.tag().map(str::to_string))
+}
+
+fn from_tag(headers: &msg::Headers) -> Option<String> {
+    headers
+        .get("From")
+        .and_then(NameAddr::parse)
+        .and_then(|n| n.tag().map(str::to_string))
 }
 
 impl Driver {
     async fn run(
         mut self,
         mut cmds: mpsc::UnboundedReceiver<Command>,
-        mut net: mpsc::UnboundedReceiver<NetEvent>,
+        mut net: mpsc::Receiver<NetEvent>,
     ) {
-        let mut sweep = tokio::time::interval(Duration::from_secs(5));
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let mut sweeps = 0u64;
         loop {
             let deadline = self
                 .layer
@@ -372,17 +686,61 @@ impl Driver {
                 Some(n) = net.recv() => self.network(n),
                 _ = tokio::time::sleep_until(deadline) => self.layer.handle_timeout(Instant::now()),
                 _ = sweep.tick() => {
-                    // Owners that went away no longer need 2xx retransmissions.
-                    let layer = &self.layer;
-                    self.clients.retain(|id, s| match s {
-                        ClientSink::Own(s) => !s.is_closed(),
-                        ClientSink::Tagged(_) => layer.has_client(*id),
-                    });
-                    self.stats.transactions.store(self.layer.len() as u64, Ordering::Relaxed);
+                    sweeps += 1;
+                    self.sweep(Instant::now(), sweeps.is_multiple_of(5));
                 }
                 else => return,
             }
             self.drain();
+        }
+    }
+
+    /// Every second: idle connections, expired sources and dialogs, the gauges.
+    fn sweep(&mut self, now: Instant, clients: bool) {
+        if clients {
+            // Owners that went away no longer need 2xx retransmissions.
+            let layer = &self.layer;
+            self.clients.retain(|id, s| match s {
+                ClientSink::Own(s) => !s.is_closed(),
+                ClientSink::Tagged(_) => layer.has_client(*id),
+            });
+        }
+        self.limiter.sweep(now);
+        self.dialogs.sweep(now);
+        let (first, idle) = (self.opts.first_message_timeout, self.opts.idle_timeout);
+        let dialogs = &self.dialogs;
+        let stale: Vec<Peer> = self
+            .conns
+            .iter()
+            .filter(|(peer, c)| {
+                let limit = if c.got_message || !c.inbound {
+                    idle
+                } else {
+                    first
+                };
+                now.saturating_duration_since(c.last_message) >= limit && !dialogs.has_peer(peer)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in stale {
+            tracing::debug!(peer = %peer.addr, "closed an idle TCP/TLS connection");
+            bump(&self.stats.dropped.timeout);
+            self.close(&peer);
+        }
+        let st = &self.stats;
+        st.transactions
+            .store(self.layer.len() as u64, Ordering::Relaxed);
+        st.connections
+            .store(self.conns.len() as u64, Ordering::Relaxed);
+        st.sources
+            .store(self.limiter.len() as u64, Ordering::Relaxed);
+        st.dialogs
+            .store(self.dialogs.len() as u64, Ordering::Relaxed);
+    }
+
+    fn close(&mut self, peer: &Peer) {
+        if let Some(c) = self.conns.remove(peer) {
+            c.stop.notify_one();
         }
     }
 
@@ -395,16 +753,46 @@ impl Driver {
                 events,
                 tx_id,
             } => {
+                self.outgoing_request(now, &request);
                 let id = self.layer.send_request(now, request, peer);
                 self.clients.insert(id, ClientSink::Own(events));
                 let _ = tx_id.send(id);
             }
             Command::RequestTagged { request, peer, tag } => {
+                self.outgoing_request(now, &request);
                 let id = self.layer.send_request(now, request, peer);
                 self.clients.insert(id, ClientSink::Tagged(tag));
             }
-            Command::Response { tx, response } => self.layer.send_response(now, tx, response),
+            Command::Response { tx, response } => {
+                // A 2xx to an INVITE makes (or refreshes) a dialog: our tag is in its To.
+                let invite_2xx = (200..300).contains(&response.code)
+                    && response.cseq().is_some_and(|c| c.method == "INVITE");
+                if invite_2xx {
+                    let call_id = response.headers.get("Call-ID");
+                    let tag = response
+                        .headers
+                        .get("To")
+                        .and_then(NameAddr::parse)
+                        .and_then(|n| n.tag().map(str::to_string));
+                    if let (Some(call_id), Some(tag), Some(peer)) =
+                        (call_id, tag, self.layer.server_peer(tx))
+                    {
+                        self.dialogs.established(now, call_id, &tag, peer);
+                    }
+                }
+                self.layer.send_response(now, tx, response)
+            }
             Command::Stateless { peer, message } => self.layer.send_stateless(peer, &message),
+            Command::Filter(f) => self.filter = Some(f),
+        }
+    }
+
+    /// Our BYE ends its dialog (after its answer has had time to come).
+    fn outgoing_request(&mut self, now: Instant, r: &Request) {
+        if r.method == "BYE" {
+            if let (Some(call_id), Some(tag)) = (r.call_id(), from_tag(&r.headers)) {
+                self.dialogs.ending(now, call_id, &tag);
+            }
         }
     }
 
@@ -419,9 +807,25 @@ impl Driver {
                     transport: Transport::Udp,
                     addr: from,
                 };
+                // A source with no dialog sends nothing the limit spares: it is counted before
+                // its datagram costs a parse. Responses are spared (they may be answers to us).
+                let lead = bytes
+                    .iter()
+                    .position(|b| *b != b'\r' && *b != b'\n')
+                    .unwrap_or(0);
+                let response = bytes[lead..].starts_with(b"SIP/");
+                let counted =
+                    self.limiter.enabled() && !response && !self.dialogs.has_ip(from.ip());
+                if counted && !self.admit(now, peer, None) {
+                    return;
+                }
                 match msg::parse(&bytes, Framing::Datagram) {
-                    Ok((m, _)) => self.incoming(now, peer, m),
+                    Ok((m, _)) => self.incoming(now, peer, m, counted),
                     Err(e) => {
+                        if !counted {
+                            // Junk counts against its source all the same.
+                            let _ = self.limiter.check(now, from.ip());
+                        }
                         self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%from, error = %e, "dropped malformed SIP datagram");
                     }
@@ -432,22 +836,49 @@ impl Driver {
                     transport,
                     addr: from,
                 };
-                self.incoming(now, peer, m);
+                if let Some(c) = self.conns.get_mut(&peer) {
+                    c.last_message = now;
+                    c.got_message = true;
+                }
+                self.incoming(now, peer, m, false);
             }
             NetEvent::StreamMalformed(from) => {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%from, "closed a TCP connection after a malformed message");
             }
-            NetEvent::StreamOpened(peer, w) => {
+            NetEvent::StreamTimedOut(peer) => {
+                bump(&self.stats.dropped.timeout);
+                tracing::debug!(peer = %peer.addr, "closed a connection whose message never completed");
+            }
+            NetEvent::StreamOpened(o) => {
+                let Opened {
+                    peer,
+                    id,
+                    writer,
+                    stop,
+                    inbound,
+                } = *o;
                 // Queued before the connection was up; sent first, in order, so a later
                 // transmit cannot overtake them.
                 for bytes in self.connecting.remove(&peer).unwrap_or_default() {
-                    let _ = w.send(bytes);
+                    let _ = writer.try_send(bytes);
                 }
-                self.tcp_conns.insert(peer, w);
+                let conn = Conn {
+                    id,
+                    writer,
+                    stop,
+                    inbound,
+                    last_message: now,
+                    got_message: false,
+                };
+                if let Some(old) = self.conns.insert(peer, conn) {
+                    old.stop.notify_one();
+                }
             }
-            NetEvent::StreamClosed(peer) => {
-                self.tcp_conns.remove(&peer);
+            NetEvent::StreamClosed(peer, id) => {
+                if self.conns.get(&peer).is_some_and(|c| c.id == id) {
+                    self.conns.remove(&peer);
+                }
             }
             NetEvent::ConnectFailed(peer) => {
                 for bytes in self.connecting.remove(&peer).unwrap_or_default() {
@@ -459,14 +890,89 @@ impl Driver {
         }
     }
 
+    /// The rate limit for one message from outside the switch's dialogs: false when it is
+    /// refused (a request over the rate on TCP/TLS gets a 503 first).
+    fn admit(&mut self, now: Instant, peer: Peer, request: Option<&Request>) -> bool {
+        let was_banned = self.limiter.banned(now, peer.addr.ip());
+        match self.limiter.check(now, peer.addr.ip()) {
+            Verdict::Pass => true,
+            Verdict::Over => {
+                bump(&self.stats.dropped.rate);
+                if let Some(r) = request {
+                    self.refuse(peer, r, 503);
+                }
+                false
+            }
+            Verdict::Banned => {
+                bump(&self.stats.dropped.banned);
+                if !was_banned {
+                    tracing::warn!(source = %peer.addr.ip(), "SIP source over its rate for 10 s: ignored for 60 s");
+                }
+                false
+            }
+        }
+    }
+
+    /// A stateless answer on a reliable transport (on UDP, silence costs the flood more).
+    fn refuse(&mut self, peer: Peer, r: &Request, code: u16) {
+        if !peer.transport.reliable() || r.method == "ACK" || r.top_via().is_none() {
+            return;
+        }
+        let mut resp = transaction::response_to(r, code, Some(&crate::dialog::new_tag()));
+        if code == 503 {
+            resp.headers
+                .push("Retry-After", RETRY_AFTER_SECS.to_string());
+        }
+        if let Some(s) = &self.opts.server {
+            resp.headers.push("Server", s.clone());
+        }
+        self.layer.send_stateless(peer, &Message::Response(resp));
+    }
+
     /// A request that fails `msg::validate` is answered 400 (RFC 3261 §8.2). A response is an
     /// answer to something we sent, and dropping it loses the call: it is dropped only when
     /// `msg::check_usable` says the switch could not act on it (no top Via, CSeq, Call-ID or
     /// readable From/To, or a 2xx to INVITE without a usable Contact or Record-Route). One that is
     /// sloppy in a header the switch does not read reaches its transaction. Both are counted as
     /// malformed.
-    fn incoming(&mut self, now: Instant, peer: Peer, m: Message) {
+    ///
+    /// Before any of that, a request outside the switch's dialogs passes the guard: the rate
+    /// limit (unless `counted` already), the inbound ACL for INVITEs, and the caps.
+    fn incoming(&mut self, now: Instant, peer: Peer, m: Message, counted: bool) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
+        match &m {
+            Message::Request(r) => {
+                let tag = to_tag(r);
+                let call_id = r.call_id().unwrap_or_default();
+                let in_dialog = tag
+                    .as_deref()
+                    .is_some_and(|t| self.dialogs.touch(now, call_id, t));
+                if in_dialog {
+                    if r.method == "BYE" {
+                        if let Some(t) = &tag {
+                            self.dialogs.ending(now, call_id, t);
+                        }
+                    }
+                } else if !self.guard(now, peer, r, tag.is_some(), counted) {
+                    return;
+                }
+            }
+            Message::Response(r) => {
+                if self.layer.matches_client(r) {
+                    // Our INVITE answered: a dialog, with our tag in From.
+                    let invite_2xx = (200..300).contains(&r.code)
+                        && r.cseq().is_some_and(|c| c.method == "INVITE");
+                    if let (true, Some(call_id), Some(tag)) =
+                        (invite_2xx, r.headers.get("Call-ID"), from_tag(&r.headers))
+                    {
+                        self.dialogs.established(now, call_id, &tag, peer);
+                    }
+                } else if self.limiter.enabled() && !counted {
+                    // An answer to nothing we sent is junk, and counts like it.
+                    let _ = self.limiter.check(now, peer.addr.ip());
+                }
+            }
+        }
         if let Err(why) = msg::validate(&m) {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             match &m {
@@ -499,6 +1005,55 @@ impl Driver {
         self.layer.handle_message(now, peer, m);
     }
 
+    /// A request outside the switch's dialogs: false when the transport refuses it here.
+    fn guard(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        r: &Request,
+        tagged: bool,
+        counted: bool,
+    ) -> bool {
+        if !counted && self.limiter.enabled() && !self.admit(now, peer, Some(r)) {
+            return false;
+        }
+        // The ACL: a new call from a source that may not place one is refused before any
+        // transaction, call or app hears of it. (A retransmission gets the same 403 again.)
+        if r.method == "INVITE" && !tagged {
+            if let Some(f) = &self.filter {
+                if !(f.allowed)(peer.addr.ip()) {
+                    bump(&self.stats.dropped.acl);
+                    tracing::debug!(from = %peer.addr, "inbound INVITE refused by the ACL");
+                    let reason = f.reason.clone();
+                    let mut resp =
+                        transaction::response_to(r, 403, Some(&crate::dialog::new_tag()));
+                    if let Some(s) = &self.opts.server {
+                        resp.headers.push("Server", s.clone());
+                    }
+                    if let Some(reason) = reason {
+                        resp.headers.push("Reason", reason);
+                    }
+                    if r.top_via().is_some() {
+                        self.layer.send_stateless(peer, &Message::Response(resp));
+                    }
+                    return false;
+                }
+            }
+        }
+        // Room: a retransmission only repeats an answer; a new transaction needs a place, and
+        // the switch room to hear of it.
+        if r.method != "ACK"
+            && !self.layer.matches_server(r)
+            && (self.layer.server_len() >= self.opts.max_server_transactions
+                || self.front.capacity() < FRONT_RESERVE)
+        {
+            bump(&self.stats.dropped.overload);
+            self.refuse(peer, r, 503);
+            return false;
+        }
+        true
+    }
+
     fn drain(&mut self) {
         while let Some(out) = self.layer.poll_output() {
             match out {
@@ -517,19 +1072,28 @@ impl Driver {
                 }
             }
             Transport::Tcp | Transport::Tls => {
-                let bytes = match self.tcp_conns.get(&peer) {
-                    Some(w) => match w.send(bytes) {
+                let bytes = match self.conns.get(&peer) {
+                    Some(c) => match c.writer.try_send(bytes) {
                         Ok(()) => return,
+                        // The peer reads nothing of what we write: not worth more memory.
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::debug!(peer = %peer.addr, "closed a connection that does not read");
+                            bump(&self.stats.dropped.timeout);
+                            self.close(&peer);
+                            return;
+                        }
                         // The connection's writer is gone (closed): open a new one.
-                        Err(mpsc::error::SendError(bytes)) => {
-                            self.tcp_conns.remove(&peer);
+                        Err(mpsc::error::TrySendError::Closed(bytes)) => {
+                            self.conns.remove(&peer);
                             bytes
                         }
                     },
                     None => bytes,
                 };
                 if let Some(waiting) = self.connecting.get_mut(&peer) {
-                    waiting.push(bytes);
+                    if waiting.len() < WRITE_QUEUE_OUT {
+                        waiting.push(bytes);
+                    }
                     return;
                 }
                 // Open a connection and send once it is up; a failure ends the transactions
@@ -537,41 +1101,52 @@ impl Driver {
                 self.connecting.insert(peer, vec![bytes]);
                 let net = self.net_tx.clone();
                 let tls = self.tls_client.clone();
+                let timeout = self.opts.message_timeout;
                 tokio::spawn(async move {
                     let connect = async {
                         let tcp = TcpStream::connect(peer.addr).await.ok()?;
                         if peer.transport == Transport::Tcp {
-                            spawn_connection(tcp, peer, net.clone());
-                            return Some(());
+                            return Some(Box::new(tcp) as Box<dyn Stream>);
                         }
                         // Trunks are addressed by IP here, so the certificate is not matched to a
                         // name (FreeSWITCH's default "tls-verify-policy none" likewise).
                         let connector = tokio_rustls::TlsConnector::from(tls?);
                         let name = rustls::pki_types::ServerName::IpAddress(peer.addr.ip().into());
                         let stream = connector.connect(name, tcp).await.ok()?;
-                        spawn_connection(stream, peer, net.clone());
-                        Some(())
+                        Some(Box::new(stream) as Box<dyn Stream>)
                     };
-                    if tokio::time::timeout(Duration::from_secs(5), connect)
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_none()
-                    {
-                        let _ = net.send(NetEvent::ConnectFailed(peer));
+                    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+                        Ok(Some(stream)) => {
+                            spawn_connection(stream, peer, net, None, timeout).await
+                        }
+                        _ => {
+                            let _ = net.send(NetEvent::ConnectFailed(peer)).await;
+                        }
                     }
                 });
             }
         }
     }
 
-    fn client_event(&self, sink: &ClientSink, event: ClientEvent) {
+    fn client_event(&mut self, sink: &ClientSink, event: ClientEvent) {
         match sink {
             ClientSink::Own(s) => {
                 let _ = s.send(event);
             }
             ClientSink::Tagged(tag) => {
-                let _ = self.front.send(SipEvent::Client { tag: *tag, event });
+                let ev = SipEvent::Client { tag: *tag, event };
+                self.hand_on(ev);
+            }
+        }
+    }
+
+    /// Hands the switch an event; never waits. The queue is only full when the switch has been
+    /// stuck for thousands of events, and then what does not fit is counted and logged.
+    fn hand_on(&mut self, ev: SipEvent) {
+        if let Err(e) = self.front.try_send(ev) {
+            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                bump(&self.stats.dropped.overload);
+                tracing::warn!("the switch's SIP queue is full: an event was dropped");
             }
         }
     }
@@ -593,9 +1168,13 @@ impl Driver {
                     response: Box::new(response),
                     source,
                 };
-                let sink = if done { self.clients.remove(&tx) } else { None };
-                if let Some(s) = sink.as_ref().or_else(|| self.clients.get(&tx)) {
-                    self.client_event(s, event);
+                let sink = if done {
+                    self.clients.remove(&tx)
+                } else {
+                    self.clients.get(&tx).map(ClientSink::clone_ref)
+                };
+                if let Some(s) = sink {
+                    self.client_event(&s, event);
                 }
             }
             Event::Timeout { tx } => {
@@ -624,7 +1203,20 @@ impl Driver {
         }
     }
 
-    fn server(&self, ev: ServerEvent) {
-        let _ = self.front.send(SipEvent::Server(ev));
+    fn server(&mut self, ev: ServerEvent) {
+        self.hand_on(SipEvent::Server(ev));
+    }
+}
+
+/// TCP or TLS, once connected.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
+
+impl ClientSink {
+    fn clone_ref(&self) -> ClientSink {
+        match self {
+            ClientSink::Own(s) => ClientSink::Own(s.clone()),
+            ClientSink::Tagged(t) => ClientSink::Tagged(*t),
+        }
     }
 }

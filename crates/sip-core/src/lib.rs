@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod dialog;
+pub mod guard;
 pub mod io;
 pub mod msg;
 pub mod sdp;

@@ -611,6 +611,106 @@ pub fn parse(buf: &[u8], framing: Framing) -> Result<(Message, usize), ParseErro
     Ok((msg, used))
 }
 
+/// Frames messages off a TCP/TLS byte stream at a cost linear in what arrives: the end of the
+/// header block is searched only in the bytes that came since the last search, and once the
+/// headers are in, nothing is parsed again until the whole body is (a peer that drips a 64 KiB
+/// message one byte at a time costs 64 Ki small steps, not 64 Ki parses of a growing buffer).
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    buf: Vec<u8>,
+    /// How far the search for the end of the headers got without finding it.
+    scanned: usize,
+    /// Once the headers are in: the length of the whole message.
+    need: Option<usize>,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends what the stream delivered.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes of a message begun but not complete (keep-alive CRLFs aside).
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete message, `Ok(None)` until one is. An error means the stream cannot be
+    /// framed any further (RFC 3261 §18.3): the connection must be closed.
+    pub fn next_message(&mut self) -> Result<Option<Message>, ParseError> {
+        if self.need.is_none() && self.scanned == 0 {
+            // Keep-alive CRLFs between messages (RFC 5626 §3.5.1).
+            let lead = self
+                .buf
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
+            self.buf.drain(..lead);
+        }
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        match self.need {
+            Some(n) if self.buf.len() < n => return Ok(None),
+            Some(_) => {}
+            None => {
+                // A match needs up to 3 bytes, the first two of which may have come last time.
+                let from = self.scanned.saturating_sub(2);
+                let window_end = self.buf.len().min(MAX_MESSAGE_LEN + 3);
+                let Some((_, body_start)) =
+                    find_header_end(&self.buf[from..window_end]).map(|(a, b)| (a + from, b + from))
+                else {
+                    if self.buf.len() > MAX_MESSAGE_LEN {
+                        return Err(ParseError::TooLarge);
+                    }
+                    self.scanned = window_end;
+                    return Ok(None);
+                };
+                self.scanned = window_end;
+                // The headers are in: what the Content-Length asks for decides when to parse.
+                let length = content_length_hint(&self.buf[..body_start]);
+                let need = body_start.saturating_add(length.unwrap_or(0));
+                self.need = Some(need);
+                if self.buf.len() < need && need <= MAX_MESSAGE_LEN {
+                    return Ok(None);
+                }
+            }
+        }
+        match parse(&self.buf, Framing::Stream) {
+            Ok((m, used)) => {
+                self.buf.drain(..used);
+                self.scanned = 0;
+                self.need = None;
+                Ok(Some(m))
+            }
+            // The hint and the parser disagree (an odd spelling of Content-Length): fall back
+            // to parsing at the next delivery; linear again once the body is in.
+            Err(ParseError::Incomplete) => {
+                self.need = Some(self.buf.len() + 1);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The Content-Length of a header block, read cheaply (the full parse checks it properly).
+fn content_length_hint(head: &[u8]) -> Option<usize> {
+    head.split(|b| *b == b'\n').skip(1).find_map(|line| {
+        let (name, value) = line.split_at(line.iter().position(|b| *b == b':')?);
+        let name = name.trim_ascii();
+        if !(name.eq_ignore_ascii_case(b"Content-Length") || name.eq_ignore_ascii_case(b"l")) {
+            return None;
+        }
+        let digits = std::str::from_utf8(&value[1..]).ok()?.trim();
+        digits.parse::<usize>().ok()
+    })
+}
+
 /// The Content-Length that frames the message, if any.
 fn framing_length(headers: &Headers, framing: Framing) -> Result<Option<usize>, ParseError> {
     let mut found: Option<u64> = None;
@@ -1856,5 +1956,69 @@ mod tests {
         assert_eq!(u.host, "[2001:db8::10]");
         assert_eq!(u.port, Some(5070));
         assert_eq!(u.params.get("transport"), Some("tcp"));
+    }
+    fn decode_all(chunks: &[&[u8]]) -> Result<Vec<Message>, ParseError> {
+        let mut d = StreamDecoder::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            d.push(c);
+            while let Some(m) = d.next_message()? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn the_stream_decoder_frames_like_parse_at_any_split() {
+        let one =
+            format!("\r\n{REQUEST}\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello");
+        let two =
+            format!("{RESPONSE}\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\n");
+        let stream = format!("{one}\r\n\r\n{two}{one}");
+        let whole = decode_all(&[stream.as_bytes()]).unwrap();
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[0].body(), b"hello");
+        for size in [1, 2, 3, 7, 64] {
+            let chunks: Vec<&[u8]> = stream.as_bytes().chunks(size).collect();
+            assert_eq!(decode_all(&chunks).unwrap(), whole, "chunks of {size}");
+        }
+        // What breaks framing still does.
+        let bad = format!("{REQUEST}\r\nContent-Length: -5\r\n\r\n");
+        assert!(decode_all(&[bad.as_bytes()]).is_err());
+        let big = format!("{REQUEST}\r\nContent-Length: 999999\r\n\r\n");
+        assert_eq!(decode_all(&[big.as_bytes()]), Err(ParseError::TooLarge));
+        let endless = vec![b'a'; MAX_MESSAGE_LEN + 10];
+        let chunks: Vec<&[u8]> = endless.chunks(1000).collect();
+        assert_eq!(decode_all(&chunks), Err(ParseError::TooLarge));
+    }
+
+    #[test]
+    fn a_slow_drip_costs_linear_work() {
+        // A 60 KiB header block delivered a byte at a time, then a 3 KiB body the same way:
+        // re-parsing the buffer on every byte took minutes; this is a few milliseconds.
+        let mut msg = format!("{REQUEST}\r\n");
+        while msg.len() < 60 * 1024 {
+            msg.push_str(&format!("X-Filler: {}\r\n", "a".repeat(4000)));
+        }
+        msg.truncate(msg.rfind("X-Filler").unwrap());
+        msg.push_str("Content-Length: 3000\r\n\r\n");
+        msg.push_str(&"b".repeat(3000));
+        let mut d = StreamDecoder::new();
+        let started = std::time::Instant::now();
+        let mut got = None;
+        for b in msg.as_bytes() {
+            d.push(std::slice::from_ref(b));
+            if let Some(m) = d.next_message().unwrap() {
+                got = Some(m);
+            }
+        }
+        assert!(got.is_some_and(|m| m.body().len() == 3000));
+        assert_eq!(d.pending(), 0);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -410,9 +410,11 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
         if let Some(m) = line.strip_prefix("m=") {
             let mut f = m.split_whitespace();
             let (media, _port, proto, fmt) = (f.next(), f.next(), f.next(), f.next());
+            // A line with no media type is echoed as one nobody takes for audio: as "audio"
+            // (port 0) it came before ours in the answer and was read as the refused audio.
             streams.push(format!(
                 "{} {} {}",
-                media.unwrap_or("audio"),
+                media.unwrap_or("unknown"),
                 proto.unwrap_or("RTP/AVP"),
                 fmt.unwrap_or("0")
             ));
@@ -470,12 +472,13 @@ pub fn parse(body: &[u8]) -> Option<MediaDescription> {
     if port == 0 {
         direction = Direction::Inactive;
     }
-    let enc_of = |pt: u8| {
-        rtpmap
-            .iter()
-            .find(|(p, _)| *p == pt)
-            .map(|(_, e)| e.as_str())
-    };
+    // The first rtpmap of each payload type, looked up in O(1): a 64 KiB offer of thousands of
+    // formats and rtpmaps must not cost their product.
+    let mut first_map: [Option<usize>; 256] = [None; 256];
+    for (i, (pt, _)) in rtpmap.iter().enumerate() {
+        first_map[usize::from(*pt)].get_or_insert(i);
+    }
+    let enc_of = |pt: u8| first_map[usize::from(pt)].map(|i| rtpmap[i].1.as_str());
     let mut codecs = Vec::new();
     let mut payload_types = Vec::new();
     let mut telephone_event = None;
@@ -709,5 +712,40 @@ mod tests {
         let (a, _) = answer(&m, 1, 1, ip, 4000, &[Codec::Opus], None).unwrap();
         assert!(a.contains("m=audio 4000 RTP/AVP 96 98\r\n"), "{a}");
         assert!(a.contains("a=rtpmap:98 telephone-event/8000\r\n"), "{a}");
+    }
+
+    /// Found by `fuzz/fuzz_targets/sdp.rs`: an `m=` line with nothing on it before the audio one
+    /// was answered `m=audio 0 …` ahead of ours, so our answer read as refused audio.
+    #[test]
+    fn an_empty_m_line_before_the_audio_is_not_answered_as_audio() {
+        let offer = b"v=0\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=\r\nm=audio 6000 RTP/AVP 0\r\n";
+        let m = parse(offer).unwrap();
+        assert_eq!(m.audio_index, 1);
+        let (sdp, _) = answer(&m, 1, 1, "192.0.2.9".parse().unwrap(), 4000, &[], None).unwrap();
+        let back = parse(sdp.as_bytes()).unwrap();
+        assert_eq!(back.addr.port(), 4000, "{sdp}");
+        assert_eq!(back.audio_index, 1);
+        assert!(sdp.contains("m=unknown 0 RTP/AVP 0\r\n"), "{sdp}");
+    }
+
+    /// Found by `fuzz/fuzz_targets/sdp.rs`: an offer mapping PCMA to type 0 and
+    /// telephone-event to type 8 was answered `m=audio … 8 8` with two rtpmaps for 8. The
+    /// answer keeps the offer's numbers (RFC 3264 §6.1): PCMA on 0, telephone-event on 8.
+    #[test]
+    fn telephone_event_on_a_static_type_keeps_the_offers_numbers() {
+        let offer = b"v=0\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8 0\r\n\
+a=rtpmap:8 telephone-event/8000\r\na=rtpmap:0 PCMA/8000\r\n";
+        let m = parse(offer).unwrap();
+        assert_eq!(m.codecs, vec![Codec::Pcma]);
+        assert_eq!(m.payload_types, vec![0]);
+        assert_eq!(m.telephone_event, Some(8));
+        let (sdp, _) = answer(&m, 1, 1, "192.0.2.9".parse().unwrap(), 4000, &[], None).unwrap();
+        assert!(sdp.contains("m=audio 4000 RTP/AVP 0 8\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:0 PCMA/8000\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:8 telephone-event/8000\r\n"), "{sdp}");
+        // A usual offer keeps its telephone-event.
+        let usual = b"v=0\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8 101\r\n\
+a=rtpmap:101 telephone-event/8000\r\n";
+        assert_eq!(parse(usual).unwrap().telephone_event, Some(101));
     }
 }

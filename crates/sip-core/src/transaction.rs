@@ -104,7 +104,16 @@ pub enum Timer {
     /// §9.1: a CANCELled INVITE still without a final response 64·T1 after the CANCEL is
     /// destroyed (Timer B stopped at its provisional, so nothing else would end it).
     Cancelled,
+    /// A new server transaction the TU has not answered: dropped at 64·T1 (the client gave up by
+    /// Timer B/F), or [`PROCEEDING_LIMIT`] after an INVITE's last provisional. RFC 3261 leaves a
+    /// server transaction without a final response alive for ever; a TU that forgets one (or a
+    /// flood of requests it never answers) must not keep it.
+    Unanswered,
 }
+
+/// How long an INVITE server transaction may stay in Proceeding after its last provisional
+/// (RFC 3261 §16.6's Timer C for proxies is "greater than 3 minutes").
+pub const PROCEEDING_LIMIT: Duration = Duration::from_secs(200);
 
 #[derive(Debug)]
 pub enum Output {
@@ -186,7 +195,12 @@ pub struct TransactionLayer {
     client_keys: HashMap<(String, String), TxId>,
     servers: HashMap<TxId, ServerTx>,
     server_keys: HashMap<ServerKey, TxId>,
+    /// Accepted INVITE server transactions still waiting for the ACK of their 2xx, by Call-ID
+    /// and CSeq number: an ACK finds its transaction without a scan.
+    acks: HashMap<(String, u32), TxId>,
     timers: BTreeMap<(Instant, u64), (TxId, Timer)>,
+    /// Each transaction's armed timers, so removing one costs its own timers, not a scan.
+    tx_timers: HashMap<TxId, Vec<(Instant, u64)>>,
     timer_seq: u64,
     out: VecDeque<Output>,
 }
@@ -238,7 +252,9 @@ impl TransactionLayer {
             client_keys: HashMap::new(),
             servers: HashMap::new(),
             server_keys: HashMap::new(),
+            acks: HashMap::new(),
             timers: BTreeMap::new(),
+            tx_timers: HashMap::new(),
             timer_seq: 0,
             out: VecDeque::new(),
         }
@@ -256,6 +272,32 @@ impl TransactionLayer {
     fn arm(&mut self, at: Instant, tx: TxId, t: Timer) {
         self.timer_seq += 1;
         self.timers.insert((at, self.timer_seq), (tx, t));
+        self.tx_timers
+            .entry(tx)
+            .or_default()
+            .push((at, self.timer_seq));
+    }
+
+    /// Cancels every armed timer of `tx` of kind `t`.
+    fn disarm(&mut self, tx: TxId, t: Timer) {
+        let Some(keys) = self.tx_timers.get_mut(&tx) else {
+            return;
+        };
+        let timers = &mut self.timers;
+        keys.retain(|k| match timers.get(k) {
+            Some((_, kind)) if *kind == t => {
+                timers.remove(k);
+                false
+            }
+            _ => true,
+        });
+    }
+
+    /// Forgets every timer of a transaction that is gone.
+    fn disarm_all(&mut self, tx: TxId) {
+        for k in self.tx_timers.remove(&tx).unwrap_or_default() {
+            self.timers.remove(&k);
+        }
     }
 
     fn transmit(&mut self, peer: Peer, bytes: Vec<u8>) {
@@ -273,6 +315,41 @@ impl TransactionLayer {
     /// Live transactions, for metrics and leak tests.
     pub fn len(&self) -> usize {
         self.clients.len() + self.servers.len()
+    }
+
+    /// Live server transactions (the ones the network can create).
+    pub fn server_len(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Armed timers (bounded by a few per live transaction; for leak tests).
+    pub fn timer_len(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Whether a response belongs to one of our client transactions (§17.1.3).
+    pub fn matches_client(&self, response: &Response) -> bool {
+        let Some(branch) = response
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_string))
+        else {
+            return false;
+        };
+        let Some(method) = response.cseq().map(|c| c.method) else {
+            return false;
+        };
+        self.client_keys.contains_key(&(branch, method))
+    }
+
+    /// Whether a request is a retransmission of (or the non-2xx ACK for) a live server
+    /// transaction.
+    pub fn matches_server(&self, request: &Request) -> bool {
+        server_key(request).is_some_and(|k| self.server_keys.contains_key(&k))
+    }
+
+    /// Where a server transaction's responses go.
+    pub fn server_peer(&self, tx: TxId) -> Option<Peer> {
+        self.servers.get(&tx).map(|s| s.peer)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -339,11 +416,21 @@ impl TransactionLayer {
         let peer = st.peer;
         let code = response.code;
         let reliable = peer.transport.reliable();
+        let invite = st.invite;
         if code < 200 {
             st.state = State::Proceeding;
             self.transmit(peer, bytes);
+            if invite {
+                // The TU is at work on it; give it the Proceeding limit from this provisional.
+                self.disarm(tx, Timer::Unanswered);
+                self.arm(now + PROCEEDING_LIMIT, tx, Timer::Unanswered);
+            }
             return;
         }
+        self.disarm(tx, Timer::Unanswered);
+        let Some(st) = self.servers.get_mut(&tx) else {
+            return;
+        };
         if st.invite {
             if code < 300 {
                 st.state = State::Accepted;
@@ -352,6 +439,9 @@ impl TransactionLayer {
                     .cseq()
                     .zip(response.headers.get("Call-ID"))
                     .map(|(c, id)| (id.to_string(), c.seq));
+                if let Some(key) = st.ack_match.clone() {
+                    self.acks.insert(key, tx);
+                }
                 self.transmit(peer, bytes);
                 if !reliable {
                     self.arm(now + cfg.t1, tx, Timer::G2xx);
@@ -508,7 +598,11 @@ impl TransactionLayer {
                         // RFC 2543 peer whose fallback key folds it onto the INVITE: it belongs
                         // to the dialog, not to this transaction (§13.3.1.4, §17.2.3). Swallowing
                         // it here would leave Timer L to end an acknowledged call.
-                        st.ack_match = None;
+                        if let Some(key) = st.ack_match.take() {
+                            if self.acks.get(&key) == Some(&id) {
+                                self.acks.remove(&key);
+                            }
+                        }
                         self.out.push_back(Output::Event(Event::Request {
                             tx: None,
                             request,
@@ -531,15 +625,10 @@ impl TransactionLayer {
         if request.method == "ACK" {
             // The ACK for a 2xx is its own transaction (§17.1.1.3); stop the 2xx retransmission.
             if let (Some(call_id), Some(cseq)) = (request.call_id(), request.cseq()) {
-                let found = self.servers.iter_mut().find(|(_, st)| {
-                    st.state == State::Accepted
-                        && st
-                            .ack_match
-                            .as_ref()
-                            .is_some_and(|(c, s)| c == call_id && *s == cseq.seq)
-                });
-                if let Some((_, st)) = found {
-                    st.ack_match = None;
+                if let Some(id) = self.acks.remove(&(call_id.to_string(), cseq.seq)) {
+                    if let Some(st) = self.servers.get_mut(&id) {
+                        st.ack_match = None;
+                    }
                 }
             }
             self.out.push_back(Output::Event(Event::Request {
@@ -566,6 +655,7 @@ impl TransactionLayer {
         };
         self.servers.insert(id, st);
         self.server_keys.insert(key.clone(), id);
+        self.arm(now + 64 * self.cfg.t1, id, Timer::Unanswered);
         if request.method == "CANCEL" {
             // §9.2: the CANCEL matches the INVITE with the same branch; answer it here so the TU
             // only has to end the call.
@@ -604,6 +694,9 @@ impl TransactionLayer {
             let Some((tx, timer)) = self.timers.remove(&(at, seq)) else {
                 break;
             };
+            if let Some(keys) = self.tx_timers.get_mut(&tx) {
+                keys.retain(|k| *k != (at, seq));
+            }
             self.fire(now, tx, timer);
         }
     }
@@ -698,6 +791,15 @@ impl TransactionLayer {
                 }
             }
             Timer::I | Timer::J => self.remove_server(id),
+            Timer::Unanswered => {
+                if self
+                    .servers
+                    .get(&id)
+                    .is_some_and(|s| matches!(s.state, State::Trying | State::Proceeding))
+                {
+                    self.remove_server(id);
+                }
+            }
         }
     }
 
@@ -705,14 +807,19 @@ impl TransactionLayer {
         if let Some(ct) = self.clients.remove(&id) {
             self.client_keys.remove(&ct.key);
         }
-        self.timers.retain(|_, (t, _)| *t != id);
+        self.disarm_all(id);
     }
 
     fn remove_server(&mut self, id: TxId) {
         if let Some(st) = self.servers.remove(&id) {
             self.server_keys.remove(&st.key);
+            if let Some(key) = st.ack_match {
+                if self.acks.get(&key) == Some(&id) {
+                    self.acks.remove(&key);
+                }
+            }
         }
-        self.timers.retain(|_, (t, _)| *t != id);
+        self.disarm_all(id);
     }
 
     /// The transport could not deliver a request (TCP connect refused): §17.1.1.2 says to treat it
@@ -1161,6 +1268,141 @@ mod tests {
             matches!(&outs[..], [Output::Event(Event::Request { tx: None, .. })]),
             "{outs:?}"
         );
+        assert!(!ack_timed_out(&mut tl));
+    }
+    #[test]
+    fn a_request_the_tu_never_answers_is_dropped_at_64_t1() {
+        let t0 = Instant::now();
+        let mut tl = TransactionLayer::new(TimerConfig::default());
+        let mut opt = invite();
+        opt.method = "OPTIONS".into();
+        opt.headers.set("CSeq", "1 OPTIONS");
+        tl.handle_message(t0, peer(), Message::Request(opt));
+        tl.handle_message(t0, peer(), Message::Request(invite()));
+        drain(&mut tl);
+        assert_eq!(tl.server_len(), 2);
+        assert_eq!(tl.poll_timeout(), Some(t0 + Duration::from_secs(32)));
+        tl.handle_timeout(t0 + Duration::from_secs(32));
+        assert!(
+            tl.is_empty(),
+            "no transaction outlives its client's Timer B/F"
+        );
+        assert_eq!(tl.timer_len(), 0);
+        assert_eq!(tl.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_provisional_gives_an_invite_the_proceeding_limit() {
+        let t0 = Instant::now();
+        let mut tl = TransactionLayer::new(TimerConfig::default());
+        tl.handle_message(t0, peer(), Message::Request(invite()));
+        let Some(Output::Event(Event::Request {
+            tx: Some(tx),
+            request,
+            ..
+        })) = tl.poll_output()
+        else {
+            panic!()
+        };
+        tl.send_response(t0, tx, response_to(&request, 180, Some("x")));
+        tl.handle_timeout(t0 + Duration::from_secs(60));
+        assert_eq!(tl.server_len(), 1, "ringing past 64·T1 is fine");
+        // The final response still goes out, and the guard no longer applies.
+        tl.send_response(
+            t0 + Duration::from_secs(61),
+            tx,
+            response_to(&request, 486, Some("x")),
+        );
+        drain(&mut tl);
+        tl.handle_timeout(t0 + Duration::from_secs(61) + 64 * Duration::from_millis(500));
+        assert!(tl.is_empty());
+        assert_eq!(tl.timer_len(), 0);
+        drain(&mut tl);
+        // One that never gets past its provisional goes at the limit.
+        let t1 = t0 + Duration::from_secs(100);
+        tl.handle_message(t1, peer(), Message::Request(invite()));
+        let Some(Output::Event(Event::Request {
+            tx: Some(tx),
+            request,
+            ..
+        })) = tl.poll_output()
+        else {
+            panic!()
+        };
+        tl.send_response(t1, tx, response_to(&request, 180, Some("x")));
+        tl.handle_timeout(t1 + PROCEEDING_LIMIT - Duration::from_millis(1));
+        assert_eq!(tl.server_len(), 1);
+        tl.handle_timeout(t1 + PROCEEDING_LIMIT);
+        assert!(tl.is_empty());
+        assert_eq!(tl.timer_len(), 0);
+    }
+
+    #[test]
+    fn many_transactions_leave_no_timer_behind() {
+        let t0 = Instant::now();
+        let mut tl = TransactionLayer::new(TimerConfig::default());
+        for i in 0..2000u32 {
+            let mut r = invite();
+            r.method = if i % 2 == 0 { "OPTIONS" } else { "INVITE" }.into();
+            r.headers.set(
+                "Via",
+                format!("SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK{i}"),
+            );
+            r.headers.set("Call-ID", format!("c{i}"));
+            r.headers.set("CSeq", format!("1 {}", r.method));
+            tl.handle_message(t0, peer(), Message::Request(r));
+        }
+        let reqs: Vec<(TxId, Request)> = std::iter::from_fn(|| tl.poll_output())
+            .filter_map(|o| match o {
+                Output::Event(Event::Request {
+                    tx: Some(tx),
+                    request,
+                    ..
+                }) => Some((tx, request)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reqs.len(), 2000);
+        for (i, (tx, r)) in reqs.iter().enumerate() {
+            let code = [200, 486, 100][i % 3];
+            tl.send_response(t0, *tx, response_to(r, code, Some("x")));
+        }
+        // The 2xx of every third INVITE is acknowledged through the index.
+        for (tx, r) in reqs.iter().filter(|(_, r)| r.method == "INVITE").step_by(3) {
+            let _ = tx;
+            let mut ack = r.clone();
+            ack.method = "ACK".into();
+            ack.headers
+                .set("Via", "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKack");
+            ack.headers
+                .set("CSeq", format!("{} ACK", r.cseq().unwrap().seq));
+            tl.handle_message(t0, peer(), Message::Request(ack));
+        }
+        drain(&mut tl);
+        while let Some(at) = tl.poll_timeout() {
+            tl.handle_timeout(at);
+            drain(&mut tl);
+        }
+        assert!(tl.is_empty());
+        assert_eq!(tl.timer_len(), 0);
+        assert!(tl.tx_timers.is_empty());
+        assert!(tl.acks.is_empty());
+    }
+
+    #[test]
+    fn an_ack_finds_its_2xx_through_the_index() {
+        let t0 = Instant::now();
+        let mut tl = answered(t0);
+        assert_eq!(tl.acks.len(), 1);
+        let mut ack = invite();
+        ack.method = "ACK".into();
+        ack.headers.set(
+            "Via",
+            "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKother;rport",
+        );
+        ack.headers.set("CSeq", "1 ACK");
+        tl.handle_message(t0, peer(), Message::Request(ack));
+        assert!(tl.acks.is_empty());
         assert!(!ack_timed_out(&mut tl));
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 /// The stack, and the requests that reach its front door.
-async fn stack() -> (SipStack, mpsc::UnboundedReceiver<SipEvent>) {
+async fn stack() -> (SipStack, mpsc::Receiver<SipEvent>) {
     SipStack::bind(
         "127.0.0.1:0".parse().unwrap(),
         Default::default(),
